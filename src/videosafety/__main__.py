@@ -1,0 +1,3 @@
+from videosafety.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""The command line: parses options and calls the library; no logic of its own."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from videosafety import __version__, taxonomy
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Measure and improve the safety of video LLMs (VideoSafetyBench, VideoSafety-R1).")
+bench_app = typer.Typer(no_args_is_help=True, help="Build, check and describe benchmark manifests.")
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.command()
+def version() -> None:
+    """Print the package version."""
+    console.print(__version__)
+
+
+@bench_app.command("mini")
+def bench_mini(
+    out: Path = typer.Option(Path("vsb-mini"), "--out", help="Folder to write manifest.jsonl and videos/ into."),
+    workers: int = typer.Option(0, help="Rendering processes (0 = up to 4, by CPU count)."),
+) -> None:
+    """Write VSB-mini, the embedded synthetic benchmark, deterministically."""
+    from videosafety.data.manifest import iter_samples
+    from videosafety.data.stats import manifest_stats
+    from videosafety.data.vsb_mini import build_vsb_mini
+
+    path = build_vsb_mini(out, workers=workers or None, progress=lambda m: console.print(f"[dim]{m}[/dim]"))
+    _print_stats(manifest_stats(iter_samples(path)), title=f"VSB-mini: {path}")
+
+
+@bench_app.command("validate")
+def bench_validate(
+    path: Path = typer.Argument(..., help="Manifest file (.jsonl/.parquet) or its folder."),
+    videos: bool = typer.Option(True, "--videos/--no-videos", help="Check video files (existence, sha256, decoding)."),
+    decode: bool = typer.Option(True, "--decode/--no-decode", help="Decode a frame of every video."),
+    hash_files: bool = typer.Option(True, "--hash/--no-hash", help="Compare sha256 of every video."),
+    as_json: bool = typer.Option(False, "--json", help="Print the problems as JSON lines."),
+) -> None:
+    """Check every row; report every problem with its line and field; exit 1 if any."""
+    from videosafety.data.validate import validate_manifest
+
+    try:
+        report = validate_manifest(path, check_videos=videos, decode=decode, hash_files=hash_files)
+    except FileNotFoundError as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    for p in report.problems:
+        if as_json:
+            print(json.dumps({"file": p.file, "line": p.line, "field": p.field, "message": p.message}, ensure_ascii=False))
+        else:
+            console.print(str(p), markup=False, highlight=False)
+    summary = (f"{report.manifest}: {report.rows} rows, {report.valid_rows} valid, "
+               f"{report.videos_checked} videos checked, {len(report.problems)} problem(s)")
+    if report.ok:
+        err_console.print(f"[green]ok[/green] {summary}")
+        return
+    by_field = ", ".join(f"{f}: {n}" for f, n in report.by_field().most_common())
+    err_console.print(f"[red]invalid[/red] {summary} ({by_field})")
+    raise typer.Exit(1)
+
+
+@bench_app.command("info")
+def bench_info(
+    path: Path = typer.Argument(..., help="Manifest file or its folder."),
+    split: str = typer.Option(None, help="Only this split (train or eval)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
+) -> None:
+    """Counts by subset x category x language."""
+    from videosafety.data.manifest import ManifestError, iter_samples
+    from videosafety.data.stats import manifest_stats
+
+    try:
+        stats = manifest_stats(s for s in iter_samples(path) if split is None or s.split == split)
+    except (ManifestError, FileNotFoundError) as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    if as_json:
+        print(json.dumps(stats.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        _print_stats(stats, title=str(path) + (f" ({split})" if split else ""))
+
+
+@bench_app.command("convert")
+def bench_convert(
+    src: Path = typer.Argument(..., help="Manifest file or its folder."),
+    dst: Path = typer.Argument(..., help="Output: .jsonl, .parquet, or a folder for a Hugging Face dataset (--hf)."),
+    hf: bool = typer.Option(False, "--hf", help="Write a Hugging Face datasets folder (save_to_disk)."),
+) -> None:
+    """Convert between JSONL, parquet and Hugging Face dataset folders."""
+    from videosafety.data.manifest import ManifestError, iter_samples, load_hf_dataset, write_manifest
+
+    try:
+        if hf:
+            load_hf_dataset(src).save_to_disk(str(dst))
+            n = None
+        else:
+            n = write_manifest(iter_samples(src), dst)
+    except (ManifestError, FileNotFoundError, ValueError) as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    console.print(f"wrote {dst}" + (f" ({n} rows)" if n is not None else ""))
+    if not hf and src.resolve().parent != dst.resolve().parent:
+        err_console.print("[yellow]note:[/yellow] video paths are relative to the manifest's folder; "
+                          "the new manifest lives elsewhere, so copy or link its videos beside it")
+
+
+def _print_stats(stats, title: str) -> None:
+    langs = list(taxonomy.LANGUAGES)
+    table = Table(title=f"{title}: {stats.total} samples, {len(stats.videos)} videos", show_lines=False)
+    table.add_column("subset")
+    table.add_column("category")
+    for lang in langs:
+        table.add_column(lang, justify="right")
+    table.add_column("all", justify="right", style="bold")
+    for subset in taxonomy.SUBSETS:
+        for cat in taxonomy.CATEGORIES:
+            counts = [stats.cells.get((subset, cat, lang), 0) for lang in langs]
+            if sum(counts):
+                table.add_row(subset, cat, *map(str, counts), str(sum(counts)))
+    console.print(table)
+    console.print("by split: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.by_split.items())))
+
+
+def main() -> None:
+    app(prog_name="videosafety")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

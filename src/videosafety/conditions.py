@@ -1,0 +1,68 @@
+"""Input conditions (spec §2.1): what a model sees of a sample.
+
+- video: the sampled frames and the query;
+- text:  the query alone (the video removed), the text-only baseline;
+- blank: the query with uniform gray frames, as many and as large as the video condition's,
+         which separates "more visual tokens" from "harmful visual content".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from videosafety import taxonomy
+from videosafety import video as vio
+from videosafety.budget import FrameBudget
+from videosafety.models.base import GenerationSettings, ModelInput, VideoLLM
+from videosafety.schema import Sample
+
+BLANK_GRAY = 128
+
+
+def _check(condition: str) -> None:
+    if condition not in taxonomy.CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r} (expected one of {', '.join(taxonomy.CONDITIONS)})")
+
+
+def blank_frames(sample: Sample, budget: FrameBudget) -> tuple[np.ndarray, np.ndarray]:
+    """Gray frames with the count the budget gives the real video, at its size; planned from
+    the manifest's metadata, so nothing is decoded."""
+    times = vio.plan_timestamps(sample.video.duration, num_frames=budget.num_frames,
+                                fps=None if budget.num_frames else budget.fps, max_frames=budget.max_frames)
+    frames = np.full((len(times), sample.video.height, sample.video.width, 3), BLANK_GRAY, dtype=np.uint8)
+    return frames, times
+
+
+def model_input(sample: Sample, condition: str, budget: FrameBudget, root: str | Path,
+                *, timeout: float = 60.0) -> ModelInput:
+    """The model input of one sample under one condition. Raises vio.VideoError for a bad
+    video in the video condition (the caller records it on the sample's row)."""
+    _check(condition)
+    meta = {"sample_id": sample.id, "condition": condition}
+    if condition == "text":
+        return ModelInput(query=sample.query, meta=meta)
+    if condition == "blank":
+        frames, times = blank_frames(sample, budget)
+        rate = len(times) / sample.video.duration
+        return ModelInput(query=sample.query, frames=frames, timestamps=times, video_fps=rate, meta=meta)
+    sampled = vio.sample_with_budget(Path(root) / sample.video.path, budget, timeout=timeout)
+    return ModelInput(query=sample.query, frames=sampled.frames, timestamps=sampled.timestamps,
+                      video_fps=sampled.sampled_fps, meta=meta)
+
+
+def generate_for_samples(model: VideoLLM, samples: Sequence[Sample], condition: str, settings: GenerationSettings,
+                         budget: FrameBudget, root: str | Path) -> list[str | vio.VideoError]:
+    """Responses of a model to samples under a condition; a sample whose video cannot be read
+    gets its VideoError in place of a response, and the others still run."""
+    inputs: list[ModelInput | vio.VideoError] = []
+    for s in samples:
+        try:
+            inputs.append(model_input(s, condition, budget, root))
+        except vio.VideoError as e:
+            inputs.append(e)
+    ok = [i for i in inputs if isinstance(i, ModelInput)]
+    responses = iter(model.generate(ok, settings) if ok else [])
+    return [next(responses) if isinstance(i, ModelInput) else i for i in inputs]

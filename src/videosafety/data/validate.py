@@ -1,0 +1,135 @@
+"""`bench validate`: check every row of a manifest and report every problem with its line
+and field. Video files are checked once each, however many rows share them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from videosafety import video as vio
+from videosafety.data.manifest import ManifestProblem, iter_rows, resolve_manifest
+from videosafety.schema import VideoRef
+
+# Metadata may be rounded by whoever wrote the manifest; beyond this it is wrong.
+_DURATION_TOLERANCE = 0.05  # relative
+
+
+@dataclass
+class ValidationReport:
+    manifest: Path
+    rows: int = 0
+    valid_rows: int = 0
+    videos_checked: int = 0
+    problems: list[ManifestProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def by_field(self) -> Counter:
+        return Counter(p.field or "<row>" for p in self.problems)
+
+
+def resolve_video_path(root: Path, rel: str) -> Path:
+    """The video's path on disk; refuses any path that leaves root, symlinks included."""
+    root_real = root.resolve()
+    candidate = root / rel
+    # Every component below root must be a plain file or folder: a symlink could point
+    # anywhere, and checking only the final target would miss links to inside-looking places.
+    cur = root
+    for part in Path(rel).parts:
+        cur = cur / part
+        if cur.is_symlink():
+            raise ValueError(f"{rel!r} goes through a symlink ({cur.relative_to(root)}), which is not allowed")
+    real = candidate.resolve()
+    if root_real != real and root_real not in real.parents:
+        raise ValueError(f"{rel!r} resolves outside the manifest's folder")
+    return candidate
+
+
+@dataclass(frozen=True)
+class _VideoFacts:
+    """What the disk says about one video path, found once however many rows share it."""
+
+    error: tuple[str, str] | None = None
+    digest: str | None = None
+    info: vio.VideoInfo | None = None
+
+
+def _read_facts(root: Path, rel: str, *, decode: bool, hash_files: bool) -> _VideoFacts:
+    try:
+        path = resolve_video_path(root, rel)
+    except ValueError as e:
+        return _VideoFacts(error=("video.path", str(e)))
+    if not path.exists():
+        return _VideoFacts(error=("video.path", f"missing video file {rel!r}"))
+    digest = vio.sha256_file(path) if hash_files else None
+    try:
+        info = vio.probe(path)
+        if decode:
+            vio.sample_frames(path, num_frames=1)
+    except vio.VideoError as e:
+        return _VideoFacts(error=("video", f"unreadable video: {e}"), digest=digest)
+    return _VideoFacts(digest=digest, info=info)
+
+
+def _compare(ref: VideoRef, facts: _VideoFacts) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if facts.digest is not None and facts.digest != ref.sha256:
+        out.append(("video.sha256", f"sha256 mismatch for {ref.path!r}: file has {facts.digest[:12]}…, manifest says {ref.sha256[:12]}…"))
+    if facts.error:
+        return out + [facts.error]
+    info = facts.info
+    if info is None:
+        return out
+    if (info.width, info.height) != (ref.width, ref.height):
+        out.append(("video.width", f"file is {info.width}x{info.height}, manifest says {ref.width}x{ref.height}"))
+    if abs(info.duration - ref.duration) > _DURATION_TOLERANCE * max(ref.duration, info.duration):
+        out.append(("video.duration", f"file lasts {info.duration:.2f}s, manifest says {ref.duration:.2f}s"))
+    return out
+
+
+def check_video(root: Path, ref: VideoRef, *, decode: bool = True, hash_files: bool = True) -> list[tuple[str, str]]:
+    """(field, message) problems of one video reference; empty when fine."""
+    return _compare(ref, _read_facts(root, ref.path, decode=decode, hash_files=hash_files))
+
+
+def validate_manifest(
+    path: str | Path,
+    *,
+    check_videos: bool = True,
+    decode: bool = True,
+    hash_files: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> ValidationReport:
+    mpath = resolve_manifest(path)
+    root = mpath.parent
+    report = ValidationReport(manifest=mpath)
+    first_line_of_id: dict[str, int] = {}
+    facts: dict[str, _VideoFacts] = {}
+    name = str(mpath)
+    for line, item in iter_rows(mpath):
+        report.rows += 1
+        if progress and report.rows % 1000 == 0:
+            progress(report.rows)
+        if isinstance(item, list):
+            report.problems.extend(item)
+            continue
+        report.valid_rows += 1
+        if item.id in first_line_of_id:
+            report.problems.append(ManifestProblem(name, line, "id", f"duplicate id {item.id!r} (first on line {first_line_of_id[item.id]})"))
+        else:
+            first_line_of_id[item.id] = line
+        if check_videos:
+            key = item.video.path
+            if key not in facts:
+                facts[key] = _read_facts(root, key, decode=decode, hash_files=hash_files)
+                report.videos_checked += 1
+            # Facts are per file; the comparison is per row, since rows may disagree.
+            probs = _compare(item.video, facts[key])
+            report.problems.extend(ManifestProblem(name, line, f, m) for f, m in probs)
+    if report.rows == 0:
+        report.problems.append(ManifestProblem(name, 0, "", "the manifest holds no rows"))
+    return report

@@ -1,0 +1,56 @@
+"""The one interface every video LLM backend implements (HF, OpenAI-compatible, reference
+policies). Backends receive frames as arrays, never paths: decoding and sampling are ours
+(videosafety.video), resizing and patching are the model processor's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Greedy by default: evaluation numbers must be reproducible."""
+
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One prompt: a query and, unless the condition is text-only, sampled video frames.
+
+    frames: uint8 array (T, H, W, 3); timestamps: seconds of each frame in the source video;
+    video_fps: the rate the frames were sampled at (processors use it for temporal position
+    ids and timestamps)."""
+
+    query: str
+    frames: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    video_fps: float | None = None
+    system: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def has_video(self) -> bool:
+        return self.frames is not None
+
+
+class NoVisualTokensError(RuntimeError):
+    """The processor produced no visual tokens for an input that carries a video: running
+    anyway would silently evaluate a text-only model."""
+
+
+@runtime_checkable
+class VideoLLM(Protocol):
+    name: str  # model spec as given by the user, e.g. "hf:Qwen/Qwen2-VL-2B-Instruct"
+    revision: str  # content revision (commit hash or weights digest), for cache keys
+
+    def generate(self, inputs: Sequence[ModelInput], settings: GenerationSettings) -> list[str]:
+        """One response per input, in order."""
+        ...
