@@ -65,10 +65,10 @@ def bench_validate(
     summary = (f"{report.manifest}: {report.rows} rows, {report.valid_rows} valid, "
                f"{report.videos_checked} videos checked, {len(report.problems)} problem(s)")
     if report.ok:
-        err_console.print(f"[green]ok[/green] {summary}")
+        err_console.print(f"[green]ok[/green] {summary}", soft_wrap=True)
         return
     by_field = ", ".join(f"{f}: {n}" for f, n in report.by_field().most_common())
-    err_console.print(f"[red]invalid[/red] {summary} ({by_field})")
+    err_console.print(f"[red]invalid[/red] {summary} ({by_field})", soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -130,7 +130,8 @@ def _print_stats(stats, title: str) -> None:
             counts = [stats.cells.get((subset, cat, lang), 0) for lang in langs]
             if sum(counts):
                 table.add_row(subset, cat, *map(str, counts), str(sum(counts)))
-    console.print(table)
+    # A wide table: never let a narrow or non-terminal console truncate category names.
+    Console(width=max(console.width, 140)).print(table)
     console.print("by split: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.by_split.items())))
 
 

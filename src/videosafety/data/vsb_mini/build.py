@@ -111,9 +111,12 @@ def build_vsb_mini(
     samples: list[Sample] = []
     for split in taxonomy.SPLITS:
         harmful_scenes, safe_scenes = by_split[split]
-        for sub in taxonomy.SUBCATEGORIES:
+        for sub_index, sub in enumerate(taxonomy.SUBCATEGORIES):
             for subset, kind in _QUERY_KIND.items():
-                video_pool = safe_scenes if subset == "SH" else harmful_scenes[sub]
+                video_pool = harmful_scenes[sub]
+                if subset == "SH":  # rotate per sub-category so every safe scene is used
+                    k = sub_index % len(safe_scenes)
+                    video_pool = safe_scenes[k:] + safe_scenes[:k]
                 n_templates = len(en.templates[kind][split])
                 for t, v in _pairs(SAMPLES_PER_CELL[split], n_templates, len(video_pool)):
                     scene = video_pool[v]
