@@ -47,3 +47,26 @@ def test_unknown_condition_and_bad_video(sample):
         model_input(s, "video", FrameBudget(), root)
     # text and blank need no decoding, so a broken file does not stop them
     assert model_input(s, "blank", FrameBudget(), root).frames.shape[0] == 5
+
+
+def test_samples_through_a_tiny_model_in_all_conditions(sample, tiny_llm):
+    """The model layer end to end from benchmark records: frames -> processor -> generate,
+    in the three conditions, with a broken video recorded in place and the others run."""
+    from videosafety.conditions import generate_for_samples
+    from videosafety.models.base import GenerationSettings
+
+    root, s = sample
+    broken = s.model_copy(update={"id": "b", "video": s.video.model_copy(update={"path": "v/broken.mp4"})})
+    (root / "v" / "broken.mp4").write_bytes(b"\x00" * 512)
+    settings = GenerationSettings(max_new_tokens=4)
+    budget = FrameBudget.uniform(4, max_pixels=64 * 48)
+    for condition in ("video", "text", "blank"):
+        out = generate_for_samples(tiny_llm, [s, broken], condition, settings, budget, root)
+        assert isinstance(out[0], str)
+        if condition == "video":
+            assert isinstance(out[1], vio.VideoError) and "broken.mp4" in str(out[1])
+        else:  # text and blank never decode, so the broken file does not matter
+            assert isinstance(out[1], str)
+    batch = tiny_llm.prepare_batch([model_input(s, "blank", budget, root), model_input(s, "text", budget, root)])
+    counts = (batch["input_ids"] == tiny_llm.video_token_id).sum(dim=1).tolist()
+    assert counts[0] > 0 and counts[1] == 0

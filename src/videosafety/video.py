@@ -59,6 +59,9 @@ MAX_AREA = 100_000_000  # pixels (100 MP)
 # Frames between keyframes assumed when the container has no index to count them (MPEG-TS,
 # raw streams): x264's default keyint, i.e. on the pessimistic side for seeking.
 _DEFAULT_GOP = 250
+# What one seek costs (demuxer seek, decoder flush, decoding the keyframe), in frames' worth of
+# sequential decoding: measured about 6 for 360p h264 with PyAV 18 / FFmpeg 8 on 2 cores.
+_SEEK_COST_FRAMES = 8.0
 
 _clock = time.monotonic  # the clock timeouts are measured on (tests substitute a fake one)
 
@@ -334,6 +337,7 @@ class _StreamMeta:
     start_pts: int
     has_pts: bool  # False for raw elementary streams (no timestamps at all)
     gop: float | None  # frames per keyframe, from the container index when it has one
+    keyframes: np.ndarray | None  # keyframe times (s, ascending) from the container index
     scanned: bool = False  # the duration came from demuxing the whole stream
 
 
@@ -379,12 +383,13 @@ def _read_meta(path: str, container: Any, deadline: _Deadline) -> _StreamMeta:
     entries = stream.index_entries
     n_entries = len(entries)
     size = int(container.size or 0)
-    keyframes = 0
+    key_ts: list[int] = []
     if n_entries:
         end = 0
         for e in entries:
             end = max(end, e.pos + e.size)
-            keyframes += bool(e.is_keyframe)
+            if e.is_keyframe:
+                key_ts.append(e.timestamp)
         if size > 0 and end > size:
             raise CorruptVideoError(
                 path, f"truncated: the index points to byte {end} but the file has {size}"
@@ -427,9 +432,14 @@ def _read_meta(path: str, container: Any, deadline: _Deadline) -> _StreamMeta:
     if duration <= 0:
         raise NoFramesError(path, "video stream has zero duration")
 
-    gop = None
-    if keyframes:
-        gop = max(1.0, frames / keyframes)
+    gop, keyframe_times = None, None
+    if key_ts:
+        gop = max(1.0, frames / len(key_ts))
+        # Index timestamps are decode times in mp4 (the first is negative when there are
+        # B-frames); counted from the first entry, which is the first frame, they are the
+        # keyframes' presentation times (exact for mp4 and mkv; only steers seek decisions).
+        first = entries[0].timestamp
+        keyframe_times = np.sort(np.array([(k - first) * float(tb) for k in key_ts]))
     info = VideoInfo(
         path=path,
         duration=float(duration),
@@ -439,7 +449,9 @@ def _read_meta(path: str, container: Any, deadline: _Deadline) -> _StreamMeta:
         num_frames=int(frames),
         codec=str(codec),
     )
-    return _StreamMeta(info, stream, Fraction(tb), int(start_pts), has_pts, gop, scanned)
+    return _StreamMeta(
+        info, stream, Fraction(tb), int(start_pts), has_pts, gop, keyframe_times, scanned
+    )
 
 
 def probe(path: str | os.PathLike[str], *, timeout: float = 10.0) -> VideoInfo:
@@ -473,7 +485,9 @@ class _Cursor:
         self.tb = float(meta.time_base)
         self.start_pts = meta.start_pts
         self.fps = meta.info.fps
+        self.width, self.height = meta.info.width, meta.info.height
         self.deadline = deadline
+        self._last: tuple[float, np.ndarray] | None = None  # the last frame taken, as RGB
         self.reset()
 
     def reset(self) -> None:
@@ -520,12 +534,26 @@ class _Cursor:
             return self.prev, self.prev_t
         return self.cur, self.cur_t
 
+    def take(self, target: float) -> tuple[np.ndarray, float] | None:
+        """pick(target) converted to RGB at once, so that decoded frames are not held."""
+        picked = self.pick(target)
+        if picked is None:
+            return None
+        frame, t = picked
+        if self._last is None or self._last[0] != t:  # the same frame twice: convert once
+            self.deadline.check("converting frames")
+            self._last = (t, _to_rgb(frame, self.width, self.height))
+        return self._last[1], t
 
-def _sample_decode(cursor: _Cursor, targets: np.ndarray) -> list[tuple[Any, float] | None]:
-    out: list[tuple[Any, float] | None] = []
-    for t in targets:
-        cursor.advance_to(float(t))
-        out.append(cursor.pick(float(t)))
+
+_Picks = list[tuple[np.ndarray, float] | None]
+
+
+def _sample_decode(cursor: _Cursor, targets: np.ndarray) -> _Picks:
+    out: _Picks = []
+    for t in map(float, targets):
+        cursor.advance_to(t)
+        out.append(cursor.take(t))
     return out
 
 
@@ -533,13 +561,12 @@ class _SeekFailed(Exception):
     """Even a seek to the start decoded nothing: this container cannot be sampled by seeking."""
 
 
-def _sample_seek(
-    cursor: _Cursor, targets: np.ndarray, meta: _StreamMeta
-) -> list[tuple[Any, float] | None]:
+def _sample_seek(cursor: _Cursor, targets: np.ndarray, meta: _StreamMeta) -> _Picks:
     container, stream = cursor.container, meta.stream
-    tb = float(meta.time_base)
-    gop_s = (meta.gop or _DEFAULT_GOP) / meta.info.fps  # seconds between keyframes, roughly
-    first_t = 0.5 / meta.info.fps  # a frame at or before this is the stream's first frame
+    tb, fps = float(meta.time_base), meta.info.fps
+    keyframes = _keyframe_times(meta)
+    back = max((meta.gop or _DEFAULT_GOP) / fps, 1.0)  # first step back when a seek overshoots
+    first_t = 0.5 / fps  # a frame at or before this is the stream's first frame
 
     def seek(t: float) -> None:
         # t <= 0 means "the very beginning": offset 0 (or the start, if negative), as seeking
@@ -548,14 +575,11 @@ def _sample_seek(
         container.seek(int(offset), backward=True, any_frame=False, stream=stream)
         cursor.reset()
 
-    out: list[tuple[Any, float] | None] = []
-    fresh = True  # nothing decoded yet
+    out: _Picks = []
     for t in map(float, targets):
-        # Keep decoding forward when the target is within about one GOP of where the decoder
-        # already is (seeking would land on the same or a nearby keyframe); otherwise seek.
-        if fresh or cursor.eof or t - cursor.cur_t > gop_s:
-            fresh = False
-            back = max(gop_s, 1.0)
+        pos = cursor.cur_t if cursor.cur is not None else None
+        if _should_seek(keyframes, pos, t, fps):
+            step = back
             seek_t = t
             while True:
                 seek(seek_t)
@@ -571,28 +595,71 @@ def _sample_seek(
                     if cursor.cur is None:
                         raise _SeekFailed
                     break
-                seek_t = max(0.0, seek_t - back)
-                back *= 2
+                seek_t = max(0.0, seek_t - step)
+                step *= 2
         cursor.advance_to(t)
-        out.append(cursor.pick(t))
+        out.append(cursor.take(t))
     return out
 
 
-def _choose_strategy(meta: _StreamMeta, n_targets: int) -> str:
-    """'seek' when targets are sparse compared with the keyframe spacing, else 'decode'.
+def _keyframe_times(meta: _StreamMeta) -> np.ndarray:
+    """Keyframe times from the index; without one, a keyframe every _DEFAULT_GOP frames."""
+    if meta.keyframes is not None and len(meta.keyframes):
+        return meta.keyframes
+    return np.arange(0.0, meta.info.duration, _DEFAULT_GOP / meta.info.fps)
 
-    A seek lands on the keyframe at or before the target and decodes forward from there:
-    about GOP/2 frames on average, up to a whole GOP, plus the seek itself. Sequential decoding
-    costs num_frames / n_targets frames per target. Seeking is chosen when each target has more
-    than 2 GOPs of video to itself, which leaves room for the worst case and the seek overhead.
-    The GOP comes from the container index (mp4, mkv); without one (MPEG-TS, raw streams)
-    x264's default keyint of 250 is assumed, so that only very sparse plans seek.
+
+def _should_seek(keyframes: np.ndarray, pos: float | None, t: float, fps: float) -> bool:
+    """Seek for target t when the decoder is at time ``pos`` (None: nothing decoded yet)?
+
+    A seek lands on the keyframe k at or before t, so it skips the (k - pos) * fps frames that
+    decoding forward would go through; it pays when that is more than a seek costs.
+    """
+    if pos is None:
+        return True
+    i = int(np.searchsorted(keyframes, t, side="right")) - 1
+    k = float(keyframes[i]) if i >= 0 else 0.0
+    return (k - pos) * fps > _SEEK_COST_FRAMES
+
+
+def _estimate_costs(meta: _StreamMeta, targets: np.ndarray) -> tuple[float, float]:
+    """(seek, decode) cost of a plan in frames decoded, seeks counted as _SEEK_COST_FRAMES.
+
+    Replays _sample_seek's decisions on the keyframe times; sequential decoding goes through
+    every frame up to the last target.
+    """
+    fps = meta.info.fps
+    keyframes = _keyframe_times(meta)
+    decode = float(targets[-1]) * fps + 1.0
+    seek, pos = 0.0, None
+    for t in map(float, targets):
+        if _should_seek(keyframes, pos, t, fps):
+            i = int(np.searchsorted(keyframes, t, side="right")) - 1
+            k = float(keyframes[i]) if i >= 0 else 0.0
+            seek += _SEEK_COST_FRAMES + (t - k) * fps + 1.0
+        else:
+            seek += max(0.0, (t - pos) * fps)  # type: ignore[operator]
+        pos = t if pos is None else max(pos, t)
+    return seek, decode
+
+
+def _choose_strategy(meta: _StreamMeta, targets: np.ndarray) -> str:
+    """'seek' when the plan costs clearly less by seeking, else 'decode'.
+
+    Sequential decoding goes through every frame up to the last target; seeking lands on the
+    keyframe at or before each target and decodes forward from there (about GOP/2 frames on
+    average), or keeps decoding forward when the next target is close (see _should_seek).
+    _estimate_costs counts both on the keyframe times from the container index (mp4, mkv); for
+    containers without one (MPEG-TS) a keyframe every 250 frames, x264's default, is assumed, so
+    that only sparse plans seek there. Seeking must win by 25 %: it has more that can go wrong
+    (imprecise demuxer seeks, retries). For evenly spread targets that works out at seeking
+    when the frames per target exceed about 0.6 x GOP + 11: 16 frames of a 10-minute video
+    seek whatever the GOP; 1 fps from 30 fps video with a keyframe every second decodes.
     """
     if not meta.has_pts:
-        return "decode"
-    gop = meta.gop or _DEFAULT_GOP
-    frames_per_target = meta.info.num_frames / max(1, n_targets)
-    return "seek" if frames_per_target > 2.0 * gop else "decode"
+        return "decode"  # nothing to seek by
+    seek, decode = _estimate_costs(meta, targets)
+    return "seek" if seek * 1.25 < decode else "decode"
 
 
 def _to_rgb(frame: Any, width: int, height: int) -> np.ndarray:
@@ -613,8 +680,11 @@ def sample_frames(
     Give ``num_frames`` (uniform) or ``fps`` (rate, capped by ``max_frames``). With neither,
     the FrameBudget defaults apply (1 fps, at most 90 frames); in rate mode a ``max_frames`` of
     None also means that default cap (an uncapped 1 fps plan of a two-hour video would be 7200
-    frames). ``strategy`` is "decode", "seek" or "auto" (see :func:`_choose_strategy`).
-    ``timeout`` bounds the whole call, in seconds; DecodeTimeoutError past it.
+    frames). ``strategy`` is "decode", "seek" or "auto" (see :func:`_choose_strategy`); files
+    that cannot be sampled by seeking (no timestamps, no duration in their headers, or a seek to
+    the start that decodes nothing) are decoded sequentially whatever is asked, and the returned
+    ``strategy`` says which was used. ``timeout`` bounds the whole call, in seconds (opening,
+    probing, decoding, converting); DecodeTimeoutError past it.
     """
     p = os.fspath(path)
     if strategy not in ("auto", "seek", "decode"):
@@ -635,13 +705,13 @@ def sample_frames(
                     p, container, meta, deadline, num_frames, fps, max_frames, strategy
                 )
             except _SeekFailed:
-                strategy = "decode"
+                pass
     # Either the duration had to be found by demuxing the whole stream, which left the demuxer
     # at the end of the file (raw streams cannot seek back), or seeking did not work in this
     # container: decode sequentially from a fresh open.
     with _open(p, deadline) as container:
         meta = replace(meta, stream=container.streams.video[0])
-        return _sample_open(p, container, meta, deadline, num_frames, fps, max_frames, strategy)
+        return _sample_open(p, container, meta, deadline, num_frames, fps, max_frames, "decode")
 
 
 def _sample_open(
@@ -657,7 +727,7 @@ def _sample_open(
     info = meta.info
     deadline.check("probing")
     targets = plan_timestamps(info.duration, num_frames=num_frames, fps=fps, max_frames=max_frames)
-    chosen = _choose_strategy(meta, len(targets)) if strategy == "auto" else strategy
+    chosen = _choose_strategy(meta, targets) if strategy == "auto" else strategy
     if chosen == "seek" and not meta.has_pts:
         chosen = "decode"  # no timestamps to seek by
     # Decoder threads stay at PyAV's default (slice threads, automatic count): frame threads
@@ -672,12 +742,8 @@ def _sample_open(
             picks = _sample_decode(cursor, targets)
         if any(pk is None for pk in picks):
             raise NoFramesError(p, "no frame could be decoded")
-        cache: dict[float, np.ndarray] = {}  # a frame picked for two targets is converted once
-        for frame, t in picks:  # type: ignore[misc]
-            deadline.check("converting frames")
-            if t not in cache:
-                cache[t] = _to_rgb(frame, info.width, info.height)
-            arrays.append(cache[t])
+        for rgb, t in picks:  # type: ignore[misc]
+            arrays.append(rgb)
             times.append(t)
     except av.error.FFmpegError as exc:
         raise _map_av_error(p, exc, "decoding", deadline) from exc
@@ -747,14 +813,15 @@ def encode_video(
     codec: str = "libx264",
     crf: int = 23,
     gop: int | None = None,
-    preset: str = "veryfast",
+    preset: str = "ultrafast",
     threads: int = 1,
 ) -> None:
     """Write RGB uint8 frames of shape (height, width, 3) to an mp4 (yuv420p).
 
-    Identical input gives a byte-identical file: one encoder thread by default (x264 is also
-    deterministic with a fixed larger ``threads``), and the muxer in bitexact mode (no
-    library-version strings). ``gop`` is the maximum keyframe interval in frames (x264's keyint;
+    Identical input gives a byte-identical file with the default "ultrafast" preset, one encoder
+    thread and the muxer in bitexact mode (no library-version strings). Slower presets
+    ("veryfast" and up) were seen to give different bytes for identical frames in about one
+    encode in three, so they are for files whose bytes need not repeat (benchmarks). ``gop`` is the maximum keyframe interval in frames (x264's keyint;
     its scene-cut detection may add keyframes). ``crf`` and ``preset`` apply to the x264/x265
     family; ``crf`` also to VP9/AV1. The file is written to ``path + '.part'`` and renamed, so
     an interrupted encode never leaves a half-written ``path``.
