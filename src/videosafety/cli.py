@@ -16,6 +16,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Measure and improve the safety of video LLMs (VideoSafetyBench, VideoSafety-R1).")
 bench_app = typer.Typer(no_args_is_help=True, help="Build, check and describe benchmark manifests.")
 app.add_typer(bench_app, name="bench")
+train_app = typer.Typer(no_args_is_help=True, help="VideoSafety-R1 training: AT-SFT (stages 1-2), CoT cold start, plain SFT.")
+app.add_typer(train_app, name="train")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -115,6 +117,77 @@ def bench_convert(
     if not hf and src.resolve().parent != dst.resolve().parent:
         err_console.print("[yellow]note:[/yellow] video paths are relative to the manifest's folder; "
                           "the new manifest lives elsewhere, so copy or link its videos beside it")
+
+
+def _train(stage: str, config: str | None, model: str | None, data: str | None, out: str | None,
+           overrides: list[str]) -> None:
+    from videosafety.configs import resolve_config
+    from videosafety.train.config import load_config
+    from videosafety.train.trainer import run_training
+
+    base = {"stage": stage}
+    base.update({k: v for k, v in (("model", model), ("data", data), ("output_dir", out)) if v is not None})
+    try:
+        cfg = load_config(resolve_config(config) if config else None, overrides, **base)
+        # the command's own options win over the file, like overrides
+        cfg = cfg.model_copy(update={k: v for k, v in base.items()})
+    except (ValueError, FileNotFoundError) as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    final = run_training(cfg)
+    console.print(f"model: {final}")
+
+
+_CONFIG_HELP = "YAML config: a path, or a shipped name (paper-stage1, paper-stage2, paper-cot, tiny-stage2, ...)."
+_SET_HELP = "Override a config key: --set lr.llm=1e-5 (repeatable)."
+
+
+@train_app.command("sft")
+def train_sft(
+    stage: str = typer.Option(..., help="1 (AT-SFT warm-up), 2 (AT-SFT with heads) or plain (no alarm tokens)."),
+    config: str = typer.Option(None, help=_CONFIG_HELP),
+    model: str = typer.Option(None, help="HF checkpoint (stage 1/plain) or alarm checkpoint (stage 2)."),
+    data: str = typer.Option(None, help="Records JSONL (see `videosafety train data`)."),
+    out: str = typer.Option(None, "--out", help="Output folder (checkpoints, log, final/)."),
+    set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
+) -> None:
+    """Alarm-token safety fine-tuning (stages 1-2) or plain SFT; resumes from out/checkpoints."""
+    if stage not in ("1", "2", "plain"):
+        err_console.print("[red]error:[/red] --stage must be 1, 2 or plain")
+        raise typer.Exit(2)
+    _train(stage, config, model, data, out, set_)
+
+
+@train_app.command("cot")
+def train_cot(
+    config: str = typer.Option(None, help=_CONFIG_HELP),
+    model: str = typer.Option(None, help="The stage-2 alarm checkpoint."),
+    data: str = typer.Option(None, help="CoT records JSONL (see `videosafety train data --kind cot`)."),
+    out: str = typer.Option(None, "--out", help="Output folder."),
+    set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
+) -> None:
+    """Stage 3: CoT cold start on tagged targets; LLM only, alarm tokens frozen."""
+    _train("cot", config, model, data, out, set_)
+
+
+@train_app.command("data")
+def train_data(
+    bench: Path = typer.Option(..., help="Benchmark manifest (or its folder) to build records from."),
+    out: Path = typer.Option(..., help="Records JSONL to write (video paths are made relative to its folder)."),
+    kind: str = typer.Option("at-sft", help="at-sft (safety + general mixture) or cot (tagged targets)."),
+    split: str = typer.Option("train", help="Benchmark split to use."),
+) -> None:
+    """Build training records from a benchmark manifest (e.g. VSB-mini's train split)."""
+    from videosafety.train import builders
+    from videosafety.train.records import write_records
+
+    if kind not in ("at-sft", "cot"):
+        err_console.print("[red]error:[/red] --kind must be at-sft or cot")
+        raise typer.Exit(2)
+    build = builders.build_at_sft if kind == "at-sft" else builders.build_cot
+    records = build(bench, split=split, out_dir=out.parent)
+    n = write_records(records, out)
+    console.print(f"wrote {n} {kind} records to {out}")
 
 
 def _print_stats(stats, title: str) -> None:

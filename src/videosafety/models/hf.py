@@ -371,6 +371,21 @@ class HFVideoLLM:
             raise ValueError("frames is empty")
         return np.ascontiguousarray(arr)
 
+    def render_training_text(self, inp: ModelInput, response: str) -> tuple[str, str]:
+        """(prompt, full text) of a conversation whose assistant turn is ``response``.
+
+        The chat template renders the prompt the same way with or without the answer for every
+        family here; a template that does not is refused, since the supervised span would be
+        wrong."""
+        prompt = self.render_prompt(inp)
+        conv = self.build_conversation(inp) + [
+            {"role": "assistant", "content": [{"type": "text", "text": response}]}]
+        full = self.processor.apply_chat_template(conv, tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError(f"{self.name}: the chat template renders the prompt differently once the "
+                             "assistant's answer follows it; cannot tell prompt from target")
+        return prompt, full
+
     def prepare_batch(self, inputs: Sequence[ModelInput]):
         """Render, process and check a batch; returns the processor's ``BatchFeature`` (CPU).
 
@@ -378,6 +393,35 @@ class HFVideoLLM:
         matched to their placeholders in order). Rows are left padded. Raises
         ``NoVisualTokensError`` when an input with frames ends up without visual tokens.
         """
+        return self._process(inputs, [self.render_prompt(inp) for inp in inputs])
+
+    def prepare_training_batch(self, inputs: Sequence[ModelInput], responses: Sequence[str]):
+        """Like ``prepare_batch`` with each conversation's assistant answer appended.
+
+        Returns (batch, prompt_lens): prompt_lens[i] counts row i's non-pad tokens that belong to
+        the prompt (media placeholders expanded); the rest of the row is the rendered answer."""
+        if len(inputs) != len(responses):
+            raise ValueError(f"{len(inputs)} inputs but {len(responses)} responses")
+        texts, suffixes = [], []
+        for inp, resp in zip(inputs, responses):
+            prompt, full = self.render_training_text(inp, resp)
+            texts.append(full)
+            suffixes.append(full[len(prompt):])
+        batch = self._process(inputs, texts)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        prompt_lens = []
+        for row, suffix in enumerate(suffixes):
+            tail = self._tokenizer(suffix, add_special_tokens=False)["input_ids"]
+            real = ids[row][mask[row].bool()].tolist()
+            # The answer is text only, so its tokens are the same alone as at the end of the row,
+            # unless BPE merged across the prompt/answer boundary: then refuse rather than guess.
+            if len(tail) >= len(real) or real[len(real) - len(tail):] != tail:
+                raise ValueError(f"{self.name}: row {row}: the answer does not tokenize the same on its "
+                                 "own as inside the conversation; cannot find where the prompt ends")
+            prompt_lens.append(len(real) - len(tail))
+        return batch, prompt_lens
+
+    def _process(self, inputs: Sequence[ModelInput], texts: Sequence[str]):
         inputs = list(inputs)
         if not inputs:
             raise ValueError("empty batch")
@@ -386,8 +430,7 @@ class HFVideoLLM:
             raise ValueError("with a pixel budget, this processor's size bound covers all frames of a "
                              "clip: batch clips of equal frame counts together (generate() does)")
         prompts, videos, metadata = [], [], []
-        for i, inp in enumerate(inputs):
-            prompt = self.render_prompt(inp)
+        for i, (inp, prompt) in enumerate(zip(inputs, texts)):
             n = prompt.count(self.video_token)
             if inp.frames is not None:
                 if n == 0:

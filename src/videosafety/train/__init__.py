@@ -1,0 +1,3 @@
+"""Training: alarm tokens (``videosafety.train.alarm``), AT-SFT, CoT SFT, GRPO and their rewards.
+
+Submodules import torch / transformers; this package itself imports nothing heavy."""

@@ -1,0 +1,427 @@
+"""Typed training records: one (video, query, response) example with its per-modality labels
+(1 harmful, 0 safe; taxonomy's convention). Validated at the edge — reading a records file,
+importing the reference recipe's data — and trusted past it.
+
+Records files are JSONL, one record a line; a record's `video` is a path relative to the
+records file's folder (the trainer reads videos from there), under the same rules as a
+manifest's video paths: never absolute, never through '..'.
+
+Labels are required. A record without them is an error naming the file, the line and the
+field; nothing here guesses a label, and no reader skips or replaces a bad record.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from videosafety import tags, taxonomy
+from videosafety.data.manifest import ManifestError, ManifestProblem
+
+# Problems and errors are the manifest reader's types: one shape of "file:line: field: message".
+RecordProblem = ManifestProblem
+RecordError = ManifestError
+
+Kind = Literal["safety", "general"]
+_LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+def _relative_inside(v: str) -> str:
+    # The rule of schema.VideoRef.path, worded for records (tests keep the two in step).
+    p = PurePosixPath(v.replace("\\", "/"))
+    if p.is_absolute() or re.match(r"^[A-Za-z]:", v):
+        raise ValueError("must be relative to the records file's folder, not absolute")
+    if ".." in p.parts:
+        raise ValueError("must not escape the records file's folder with '..'")
+    return v
+
+
+class SFTRecord(BaseModel):
+    """One supervised example. `kind` "general" marks general video-instruction data, which
+    is safe/safe by definition (spec §3.2) and so must carry labels (0, 0)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    kind: Kind
+    source: str = Field(min_length=1)  # where the record came from (benchmark, file, generator)
+    video: str | None = Field(default=None, min_length=1)  # relative to the records file's folder
+    video_label: int  # 0 | 1, required: never guessed
+    query_label: int  # 0 | 1, required: never guessed
+    system: str | None = None
+    query: str = Field(min_length=1)
+    response: str = Field(min_length=1)
+    subcategory: str | None = None
+    language: str | None = None
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("video")
+    @classmethod
+    def _video_path(cls, v: str | None) -> str | None:
+        return None if v is None else _relative_inside(v)
+
+    @field_validator("video_label", "query_label", mode="before")
+    @classmethod
+    def _label(cls, v: Any) -> int:
+        # Strict: a JSON true/false or "1" is not a label in our convention, it is a sign of
+        # data written under another one (spec §1.4: convert explicitly, never guess).
+        if isinstance(v, bool) or not isinstance(v, int) or v not in (taxonomy.SAFE, taxonomy.HARMFUL):
+            raise ValueError(f"must be the integer {taxonomy.HARMFUL} (harmful) or {taxonomy.SAFE} (safe), got {v!r}")
+        return v
+
+    @field_validator("subcategory")
+    @classmethod
+    def _known_sub(cls, v: str | None) -> str | None:
+        if v is not None and v not in taxonomy.SUBCATEGORIES:
+            raise ValueError(f"unknown sub-category {v!r}")
+        return v
+
+    @field_validator("language")
+    @classmethod
+    def _language_tag(cls, v: str | None) -> str | None:
+        # Training data may hold languages beyond the benchmark's ten: any BCP-47-shaped tag.
+        if v is not None and not _LANGUAGE_TAG.match(v):
+            raise ValueError(f"not a BCP-47 language tag: {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _general_is_safe(self) -> "SFTRecord":
+        if self.kind == "general" and (self.video_label, self.query_label) != (taxonomy.SAFE, taxonomy.SAFE):
+            raise ValueError(
+                f"kind 'general' records are safe/safe by definition, got video_label={self.video_label}, "
+                f"query_label={self.query_label}; use kind 'safety' for labelled safety data"
+            )
+        return self
+
+    @property
+    def labels(self) -> tuple[int, int]:
+        return self.video_label, self.query_label
+
+
+class CoTRecord(SFTRecord):
+    """A chain-of-thought target (spec §3.3): the response is tagged
+    ``<think>…</think><answer>…</answer><vidType>v</vidType><textType>t</textType>`` and its
+    tagged labels equal the record's labels."""
+
+    @field_validator("response")
+    @classmethod
+    def _tagged(cls, v: str, info: ValidationInfo) -> str:
+        if not tags.is_well_formed(v):
+            raise ValueError(
+                f"not a tagged CoT target: the whole response must match "
+                f"<{tags.THINK}>…</{tags.THINK}><{tags.ANSWER}>…</{tags.ANSWER}>"
+                f"<{tags.VIDTYPE}>0|1</{tags.VIDTYPE}><{tags.TEXTTYPE}>0|1</{tags.TEXTTYPE}>"
+            )
+        parsed = tags.parse_tagged(v)
+        # Labels are declared before the response, so info.data holds them when they are valid
+        # (an invalid label is reported on its own field).
+        for tag, got, field in ((tags.VIDTYPE, parsed.video_label, "video_label"),
+                                (tags.TEXTTYPE, parsed.query_label, "query_label")):
+            if got is None:
+                raise ValueError(f"<{tag}> must hold 0 or 1")
+            if field in info.data and got != info.data[field]:
+                raise ValueError(f"<{tag}> says {got} but the record's {field} is {info.data[field]}")
+        return v
+
+
+# ---------------------------------------------------------------- reading and writing
+
+def _problems(file: str, line: int, err: ValidationError) -> list[ManifestProblem]:
+    out = []
+    for e in err.errors(include_url=False):
+        field = ".".join(str(x) for x in e.get("loc", ()))
+        msg = e.get("msg", "invalid")
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        out.append(ManifestProblem(file, line, field, msg))
+    return out
+
+
+def iter_record_rows(path: str | Path, cls: type[SFTRecord] = SFTRecord,
+                     ) -> Iterator[tuple[int, SFTRecord | list[ManifestProblem]]]:
+    """Every non-blank line as (line, record) or (line, problems); never stops at a bad row
+    and never drops one: for validators that want every problem at once."""
+    path = Path(path)
+    name = str(path)
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                yield line_no, [ManifestProblem(name, line_no, "", f"not valid JSON ({e})")]
+                continue
+            if not isinstance(rec, dict):
+                yield line_no, [ManifestProblem(name, line_no, "", "a line must hold one JSON object")]
+                continue
+            try:
+                yield line_no, cls.model_validate(rec)
+            except ValidationError as e:
+                yield line_no, _problems(name, line_no, e)
+
+
+def iter_records(path: str | Path, cls: type[SFTRecord] = SFTRecord) -> Iterator[SFTRecord]:
+    """Records of a file; the first bad row raises RecordError naming file, line and field."""
+    for _, item in iter_record_rows(path, cls):
+        if isinstance(item, list):
+            raise RecordError(item[0])
+        yield item
+
+
+def read_records(path: str | Path, cls: type[SFTRecord] = SFTRecord) -> list:
+    return list(iter_records(path, cls))
+
+
+def write_records(records: Iterable[SFTRecord], path: str | Path) -> int:
+    """JSONL, one record a line; written to a temporary name first so a crash never leaves a
+    half file under the real name. Video paths stay as they are: write the file into the
+    folder they are relative to."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r.model_dump(mode="json"), ensure_ascii=False, sort_keys=True) + "\n")
+            n += 1
+    tmp.replace(path)
+    return n
+
+
+def resolve_video(records_path: str | Path, record: SFTRecord) -> Path | None:
+    """The record's video on disk (None for text-only), refusing symlinks and escapes."""
+    from videosafety.data.validate import resolve_video_path
+
+    if record.video is None:
+        return None
+    return resolve_video_path(Path(records_path).parent, record.video)
+
+
+# ---------------------------------------------------------------- the reference recipe's data
+
+_PLACEHOLDER = re.compile(r"<(?:video|image)>")
+_HUMAN = ("human", "user")
+_GPT = ("gpt", "assistant")
+_LABEL_KEYS = {"video": ("video", "video_label"), "text": ("text", "text_label", "query", "query_label")}
+
+
+class _Bad(Exception):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def _raw_reference(path: Path) -> Iterator[tuple[int, int | None, Any]]:
+    """(line, list index or None, entry) for a JSON list or a JSONL file; a broken file or
+    line comes back as a ManifestProblem in place of the entry."""
+    name = str(path)
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        # Walk the list element by element so each entry's error can name its line.
+        dec = json.JSONDecoder()
+        pos = text.index("[") + 1
+        index = 0
+        ws = re.compile(r"\s*")
+        while True:
+            pos = ws.match(text, pos).end()
+            if pos < len(text) and text[pos] == "]":
+                return
+            line = text.count("\n", 0, pos) + 1
+            try:
+                entry, pos = dec.raw_decode(text, pos)
+            except json.JSONDecodeError as e:
+                yield e.lineno, index, ManifestProblem(name, e.lineno, f"[{index}]", f"not valid JSON ({e.msg})")
+                return
+            yield line, index, entry
+            index += 1
+            pos = ws.match(text, pos).end()
+            if pos < len(text) and text[pos] == ",":
+                pos += 1
+            elif pos < len(text) and text[pos] == "]":
+                return
+            else:
+                line = text.count("\n", 0, pos) + 1
+                yield line, index, ManifestProblem(name, line, f"[{index}]", "expected ',' or ']' in the JSON list")
+                return
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield line_no, None, json.loads(raw)
+        except json.JSONDecodeError as e:
+            yield line_no, None, ManifestProblem(name, line_no, "", f"not valid JSON ({e.msg})")
+
+
+def _label_value(v: Any, field: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v not in (0, 1):
+        raise _Bad(field, f"must be the integer 0 or 1, got {v!r}")
+    return v
+
+
+def _reference_labels(entry: dict) -> tuple[int, int] | None:
+    if "safety_labels" not in entry or entry["safety_labels"] is None:
+        return None
+    labels = entry["safety_labels"]
+    if isinstance(labels, list):
+        if len(labels) != 2:
+            raise _Bad("safety_labels", f"a label list must be [video, text], got {len(labels)} element(s)")
+        return _label_value(labels[0], "safety_labels[0]"), _label_value(labels[1], "safety_labels[1]")
+    if isinstance(labels, dict):
+        out = []
+        for modality, keys in _LABEL_KEYS.items():
+            present = [k for k in keys if k in labels]
+            if not present:
+                raise _Bad("safety_labels", f"no {modality} label (expected one of {', '.join(keys)})")
+            if len(present) > 1:
+                raise _Bad("safety_labels", f"{modality} label given twice ({', '.join(present)})")
+            out.append(_label_value(labels[present[0]], f"safety_labels.{present[0]}"))
+        return out[0], out[1]
+    raise _Bad("safety_labels", f"must be {{'video': 0|1, 'text': 0|1}} or [video, text], got {type(labels).__name__}")
+
+
+def _flip_tagged(response: str) -> str:
+    def flip(m: re.Match) -> str:
+        return f"{m.group(1)}{1 - int(m.group(2))}{m.group(3)}"
+
+    for tag in (tags.VIDTYPE, tags.TEXTTYPE):
+        response = re.sub(rf"(<{tag}>\s*)([01])(\s*</{tag}>)", flip, response, count=1)
+    return response
+
+
+def _reference_record(entry: Any, *, file: Path, line: int, index: int, kind: str, legacy_labels: bool,
+                      multi_turn: str, source: str) -> SFTRecord:
+    if not isinstance(entry, dict):
+        raise _Bad("", "an entry must be a JSON object")
+    if entry.get("image") not in (None, [], ""):
+        raise _Bad("image", "image records are not supported (video or text only)")
+
+    video = entry.get("video")
+    if isinstance(video, list):
+        if len(video) > 1:
+            raise _Bad("video", f"one video per record is supported, got {len(video)}")
+        video = video[0] if video else None
+    if video is not None and not isinstance(video, str):
+        raise _Bad("video", f"must be a path or a one-element list of paths, got {type(video).__name__}")
+
+    conv = entry.get("conversations")
+    if not isinstance(conv, list) or not conv:
+        raise _Bad("conversations", "must be a non-empty list of {'from', 'value'} turns")
+    for i, turn in enumerate(conv):
+        if not (isinstance(turn, dict) and isinstance(turn.get("from"), str) and isinstance(turn.get("value"), str)):
+            raise _Bad(f"conversations[{i}]", "a turn must be {'from': str, 'value': str}")
+    system = None
+    start = 0
+    if conv[0]["from"] == "system":
+        system, start = conv[0]["value"], 1
+    if len(conv) < start + 2 or conv[start]["from"] not in _HUMAN or conv[start + 1]["from"] not in _GPT:
+        raise _Bad(f"conversations[{start}]", "expected a human turn followed by a gpt turn")
+    dropped = len(conv) - (start + 2)
+    if dropped and multi_turn == "error":
+        raise _Bad("conversations",
+                   f"{len(conv) - start} turns; only single-turn records are accepted (multi_turn='error')")
+    query = _PLACEHOLDER.sub("", conv[start]["value"]).strip()
+    response = conv[start + 1]["value"]
+
+    labels = _reference_labels(entry)
+    if labels is None:
+        if kind == "safety":
+            raise _Bad("safety_labels", "missing: safety records need their video and text labels (never guessed)")
+        labels = (taxonomy.SAFE, taxonomy.SAFE)  # general data is safe/safe by definition (spec §3.2)
+    elif legacy_labels:
+        labels = (1 - labels[0], 1 - labels[1])
+        if tags.has_tags(response):
+            response = _flip_tagged(response)
+
+    rid = entry.get("id")
+    if rid is None or (isinstance(rid, str) and not rid):
+        rid = f"{file.stem}-{index}"
+    provenance: dict[str, Any] = {"file": file.name, "index": index, "line": line}
+    if dropped:
+        provenance["dropped_turns"] = dropped
+    if legacy_labels:
+        provenance["legacy_labels_flipped"] = True
+    fields = dict(id=str(rid), kind=kind, source=source, video=video, video_label=labels[0],
+                  query_label=labels[1], system=system, query=query, response=response, provenance=provenance)
+    cls = CoTRecord if tags.has_tags(response) else SFTRecord
+    try:
+        return cls.model_validate(fields)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        loc = ".".join(str(x) for x in first.get("loc", ()))
+        msg = first.get("msg", "invalid").removeprefix("Value error, ")
+        where = {"query": f"conversations[{start}].value", "response": f"conversations[{start + 1}].value",
+                 "video_label": "safety_labels", "query_label": "safety_labels"}.get(loc, loc)
+        raise _Bad(where, msg) from None
+
+
+def iter_reference_rows(path: str | Path, *, legacy_labels: bool = False, kind: Kind = "safety",
+                        multi_turn: Literal["first", "error"] = "first",
+                        source: str | None = None) -> Iterator[tuple[int, SFTRecord | ManifestProblem]]:
+    """Every entry of a reference-recipe file as (line, record) or (line, problem)."""
+    if kind not in ("safety", "general"):
+        raise ValueError(f"kind must be 'safety' or 'general', got {kind!r}")
+    if multi_turn not in ("first", "error"):
+        raise ValueError(f"multi_turn must be 'first' or 'error', got {multi_turn!r}")
+    path = Path(path)
+    name = str(path)
+    src = source or f"reference:{path.name}"
+    count = 0
+    for line, index, entry in _raw_reference(path):
+        if isinstance(entry, ManifestProblem):  # a broken JSON list ends here; a broken JSONL line does not
+            yield line, entry
+            continue
+        position = index if index is not None else count
+        prefix = f"[{position}]"
+        count += 1
+        try:
+            yield line, _reference_record(entry, file=path, line=line, index=position, kind=kind,
+                                          legacy_labels=legacy_labels, multi_turn=multi_turn, source=src)
+        except _Bad as bad:
+            field = f"{prefix}.{bad.field}" if prefix and bad.field else prefix or bad.field
+            yield line, ManifestProblem(name, line, field, bad.message)
+
+
+def import_reference(path: str | Path, *, legacy_labels: bool = False, kind: Kind = "safety",
+                     multi_turn: Literal["first", "error"] = "first", source: str | None = None) -> list[SFTRecord]:
+    """Records from the public VideoSafety-R1 recipe's JSON data (VideoLLaMA3's conversation
+    format), a JSON list or JSONL::
+
+        {"video": ["rel/path.mp4"] | "rel/path.mp4",          # optional: text-only without it
+         "conversations": [{"from": "human", "value": "<video>\\nQUERY"},
+                           {"from": "gpt", "value": "RESPONSE"}],
+         "safety_labels": {"video": 0|1, "text": 0|1} | [video, text]}
+
+    - Labels: dict keys "video"/"video_label" and "text"/"text_label"/"query"/"query_label",
+      or a two-element list [video, text]; integers 0/1 only. Missing labels on kind "safety"
+      raise an error naming the file, the line, the list index and the field: never guessed.
+      kind "general" (general video-instruction data) is safe/safe by definition: absent
+      labels mean (0, 0), present ones must be (0, 0).
+    - legacy_labels=True: the file uses the legacy convention 0 = harmful, 1 = safe; every
+      label is flipped into ours (1 = harmful) — the labels of a tagged CoT response too, since
+      the whole record is written in one convention — and provenance says so. This is the
+      explicit conversion of spec §1.4; nothing decides it by looking at the data.
+    - `<video>`/`<image>` placeholders are removed from the query (where media go is the
+      processor's business); records holding images are refused, not silently made text-only.
+    - A system turn first becomes `system`. Multi-turn conversations: multi_turn="first"
+      (default) keeps the first human/gpt pair and records the number of dropped turns in
+      provenance["dropped_turns"]; multi_turn="error" refuses them (use it when labels may
+      describe later turns).
+    - A response holding any reasoning tag becomes a CoTRecord and must be well formed, with
+      tagged labels equal to the safety labels.
+    - Video paths are kept as written: relative to the data folder, which is where the
+      records file should be written (write_records) for the trainer to find them.
+
+    The first bad entry raises RecordError; iter_reference_rows reports every one."""
+    out = []
+    for _, item in iter_reference_rows(path, legacy_labels=legacy_labels, kind=kind,
+                                       multi_turn=multi_turn, source=source):
+        if isinstance(item, ManifestProblem):
+            raise RecordError(item)
+        out.append(item)
+    return out
