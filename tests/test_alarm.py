@@ -73,6 +73,38 @@ def test_placing_twice_is_refused():
         place(new)
 
 
+def test_insert_into_a_hand_made_batch():
+    import torch
+
+    from videosafety.train.alarm import alarm_positions_of, insert_alarm_tokens
+
+    pixels = torch.ones(2, 6)  # shaped like input_ids by coincidence: still not per-token
+    batch = {
+        "input_ids": torch.tensor([[0, 0, 5, 9, 6, 7], [5, 6, 6, 7, 8, 8]]),
+        "attention_mask": torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]),
+        "labels": torch.tensor([[-100] * 6, [-100, -100, -100, -100, 8, 8]]),
+        "mm_token_type_ids": torch.tensor([[0, 0, 0, 2, 0, 0], [0] * 6]),
+        "feats": torch.arange(24).reshape(2, 6, 2) + 1,
+        "pixel_values_videos": pixels,
+        "video_grid_thw": torch.tensor([[1, 2, 2]]),
+    }
+    out, pos = insert_alarm_tokens(batch, has_video=[True, False], visual_token_ids=VIS, end_of_turn_id=EOT,
+                                   alarm=A, pad_token_id=0, prompt_lens=[4, 4])
+    assert out["input_ids"].tolist() == [[0, 0, 5, 9, 100, 6, 101, 7], [5, 6, 6, 100, 101, 7, 8, 8]]
+    assert pos.tolist() == [[4, 6], [3, 4]]
+    assert torch.equal(alarm_positions_of(out["input_ids"], A), pos)
+    assert out["attention_mask"].tolist() == [[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8]
+    assert out["labels"].tolist() == [[-100] * 8, [-100] * 6 + [8, 8]]
+    assert out["mm_token_type_ids"].tolist() == [[0, 0, 0, 2, 0, 0, 0, 0], [0] * 8]
+    assert out["feats"][0].tolist() == [[0, 0], [0, 0], [5, 6], [7, 8], [0, 0], [9, 10], [0, 0], [11, 12]]
+    assert out["pixel_values_videos"] is pixels and out["video_grid_thw"] is batch["video_grid_thw"]
+    with pytest.raises(ValueError, match="has_video has 1"):
+        insert_alarm_tokens(batch, has_video=[True], visual_token_ids=VIS, end_of_turn_id=EOT, alarm=A,
+                            pad_token_id=0)
+    with pytest.raises(ValueError, match="exactly once"):
+        alarm_positions_of(batch["input_ids"], A)
+
+
 # ============================================================================ tiny families
 
 FRAMES = np.random.default_rng(0).integers(0, 256, size=(4, 112, 112, 3), dtype=np.uint8)
@@ -173,17 +205,16 @@ def test_insertion_mixed_batch(family, alarm_llm):
             assert torch.equal(batch[key], value), key
 
 
-def test_insertion_with_prompt_lens_for_training(family, alarm_llm, monkeypatch):
-    from videosafety.train.alarm import IGNORE_INDEX, insert_alarm_tokens
+def test_insertion_with_prompt_lens_for_training(family, alarm_llm):
+    import torch
+
+    from videosafety.train.alarm import IGNORE_INDEX, insert_alarm_tokens, prepare_alarm_batch
 
     llm = alarm_llm(family)
     alarm, vis, eot = facts(llm)
     inputs = INPUTS[:2]
-    prompt = llm.prepare_batch(inputs)
-    render = llm.render_prompt
-    monkeypatch.setattr(llm, "render_prompt", lambda inp: render(inp) + RESPONSE + "<|im_end|>\n")
-    full = llm.prepare_batch(inputs)
-    plens = prompt["attention_mask"].sum(1).tolist()
+    full, plens = llm.prepare_training_batch(inputs, [RESPONSE] * 2)
+    assert plens == llm.prepare_batch(inputs)["attention_mask"].sum(1).tolist()
     labels = full["input_ids"].clone()
     for r, p in enumerate(plens):
         start = full["input_ids"].shape[1] - int(full["attention_mask"][r].sum())
@@ -200,10 +231,12 @@ def test_insertion_with_prompt_lens_for_training(family, alarm_llm, monkeypatch)
         v, t = pos[r].tolist()
         assert batch["labels"][r, v] == IGNORE_INDEX and batch["labels"][r, t] == IGNORE_INDEX
         supervised = [int(i) for i in batch["labels"][r] if i != IGNORE_INDEX]
-        assert tok.decode(supervised).startswith(RESPONSE) and supervised[-2] == eot
+        assert tok.decode(supervised).startswith(RESPONSE) and eot in supervised
         assert ids_after(batch, r, t) == eot and int((batch["input_ids"][r, t:] == eot).sum()) == 2
         if inputs[r].has_video:
             assert int(batch["input_ids"][r, v - 1]) in vis
+    same, same_pos = prepare_alarm_batch(llm, inputs, responses=[RESPONSE] * 2)
+    assert torch.equal(same["input_ids"], batch["input_ids"]) and torch.equal(same_pos, pos)
     with pytest.raises(ValueError, match="row 1"):  # the text-only row claimed to carry a video
         insert_alarm_tokens(full, has_video=[True, True], visual_token_ids=vis, end_of_turn_id=eot,
                             alarm=alarm, pad_token_id=0, prompt_lens=plens)
@@ -401,12 +434,19 @@ def test_gradients_and_param_groups(family, alarm_llm):
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from videosafety.train.alarm import IGNORE_INDEX, AlarmModel, prepare_alarm_batch
+    from videosafety.train.alarm import (
+        IGNORE_INDEX,
+        AlarmModel,
+        language_parameters,
+        prepare_alarm_batch,
+        vision_parameters,
+    )
 
     llm = alarm_llm(family)
     base = AutoModelForImageTextToText.from_pretrained(llm.model_id)
     am = AlarmModel(base, facts(llm)[0]).train()
     groups = am.param_groups()
+    assert groups["llm"] == language_parameters(base) and groups["vision"] == vision_parameters(base)
     named = dict(am.named_parameters())
     ids = [id(p) for g in groups.values() for p in g]
     assert len(ids) == len(set(ids)) == len(named)  # a partition of all parameters
@@ -436,6 +476,7 @@ def test_save_load_round_trip(family, alarm_llm, tmp_path, tiny_dir):
     import torch
     from transformers import AutoProcessor
 
+    from videosafety.models.hf import HFVideoLLM
     from videosafety.train.alarm import (
         AlarmModel,
         alarm_ids_of,
@@ -467,5 +508,12 @@ def test_save_load_round_trip(family, alarm_llm, tmp_path, tiny_dir):
     assert torch.equal(a.logits, b.logits)
     assert torch.equal(a.video_logit, b.video_logit) and torch.equal(a.query_logit, b.query_logit)
     assert torch.equal(am.harm_probs(pos, **batch), back.harm_probs(pos, **batch))
+    loaded = HFVideoLLM(tmp_path / "ckpt", device="cpu", dtype="float32")  # the trainer / evaluation path
+    wrapped = AlarmModel.from_pretrained(tmp_path / "ckpt", base=loaded.model).eval()
+    assert wrapped.base is loaded.model
+    with torch.no_grad():
+        assert torch.equal(wrapped(pos, **batch).video_logit, a.video_logit)
+    with pytest.raises(ValueError, match="already loaded"):
+        AlarmModel.from_pretrained(tmp_path / "ckpt", base=loaded.model, dtype=torch.float32)
     with pytest.raises(ValueError, match="not an alarm checkpoint"):
         AlarmModel.from_pretrained(tiny_dir)

@@ -190,6 +190,45 @@ def train_data(
     console.print(f"wrote {n} {kind} records to {out}")
 
 
+@app.command("guard")
+def guard_cmd(
+    model: str = typer.Option(..., help="An alarm-token checkpoint (stage 2 or later)."),
+    video: Path = typer.Argument(None, help="Video file (omit with --bench)."),
+    query: str = typer.Argument(None, help="The query."),
+    bench: Path = typer.Option(None, help="Score a benchmark manifest instead: AUROC and accuracy per modality."),
+    split: str = typer.Option("eval", help="With --bench: the split to score ('all' for every row)."),
+    limit: int = typer.Option(None, help="With --bench: at most this many samples."),
+    num_frames: int = typer.Option(None, help="Frames per video (uniform); default: the budget's fps."),
+    fps: float = typer.Option(None, help="Sampling rate (frames per second)."),
+    max_frames: int = typer.Option(90, help="Most frames per video."),
+    max_pixels: int = typer.Option(None, help="Most pixels per frame (the processor resizes)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+    batch_size: int = typer.Option(8, help="Prompts per forward pass."),
+) -> None:
+    """Harm probabilities of a video and a query from the alarm heads (one forward pass)."""
+    from videosafety.budget import FrameBudget
+    from videosafety.guard import HarmGuard, guard_manifest
+
+    if num_frames is not None:
+        budget = FrameBudget.uniform(num_frames, max_pixels=max_pixels)
+    else:
+        budget = FrameBudget(fps=fps or 1.0, max_frames=max_frames, max_pixels=max_pixels)
+    if (bench is None) == (query is None):
+        err_console.print("[red]error:[/red] give VIDEO QUERY, or --bench")
+        raise typer.Exit(2)
+    try:
+        guard = HarmGuard(model, device=device, budget=budget, batch_size=batch_size)
+    except ValueError as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    if bench is not None:
+        report = guard_manifest(guard, bench, split=None if split == "all" else split, limit=limit)
+        print(json.dumps(report.as_dict(), indent=2))
+        return
+    v, t = guard.score(video, query)
+    print(json.dumps({"video_harmful": round(v, 4), "query_harmful": round(t, 4)}))
+
+
 def _print_stats(stats, title: str) -> None:
     langs = list(taxonomy.LANGUAGES)
     table = Table(title=f"{title}: {stats.total} samples, {len(stats.videos)} videos", show_lines=False)

@@ -19,7 +19,8 @@ Qwen2-VL / Qwen2.5-VL ``<|vision_start|><|video_pad|>*n <V> <|vision_end|> query
 Qwen3-VL (per-frame groups) ``... <|video_pad|>*n <V> <|vision_end|><|vision_end|> query <T> <|im_end|>``;
 VideoLLaMA3 ``Time ...s:<|video_pad|>*n <V> \\n query <T> <|im_end|>``. The Qwen M-RoPE index is
 computed from ``mm_token_type_ids`` (0 = text), so an alarm inserted with type 0 is a plain text
-token for the 3D positions: the visual grid is untouched, later text shifts by one.
+token for the 3D positions: the visual grid is untouched, each later token shifts by one per
+alarm before it.
 """
 
 from __future__ import annotations
@@ -387,15 +388,21 @@ def insert_alarm_tokens(
     return BatchFeature(data=out), pos.to(input_ids.device)
 
 
-def prepare_alarm_batch(llm, inputs, alarm: AlarmTokenIds | None = None, *, prompt_lens=None):
+def prepare_alarm_batch(llm, inputs, alarm: AlarmTokenIds | None = None, *,
+                        responses: Sequence[str] | None = None):
     """``llm.prepare_batch(inputs)`` (an ``HFVideoLLM``) followed by ``insert_alarm_tokens``.
 
+    With ``responses`` (training), each row holds its prompt followed by the rendered answer
+    (``llm.prepare_training_batch``) and only the prompt part is searched for the placement.
     ``alarm`` defaults to the ids registered in ``llm.processor``; if given, it must match them."""
     registered = alarm_ids_of(llm.processor)
     if alarm is not None and alarm != registered:
         raise ValueError(f"alarm ids {alarm} differ from the processor's {registered}")
     inputs = list(inputs)
-    batch = llm.prepare_batch(inputs)
+    if responses is None:
+        batch, prompt_lens = llm.prepare_batch(inputs), None
+    else:
+        batch, prompt_lens = llm.prepare_training_batch(inputs, list(responses))
     return insert_alarm_tokens(
         batch,
         has_video=[inp.frames is not None for inp in inputs],
@@ -438,6 +445,29 @@ def _language_model(base) -> nn.Module:
     if dec is None or dec is base:
         raise TypeError(f"cannot find the language model inside {type(base).__name__}")
     return dec
+
+
+def language_parameters(model) -> list[nn.Parameter]:
+    """The language model's parameters plus the output embeddings (lm_head) of an HF video LLM,
+    each once (tied embeddings appear once): what trains in every stage but the vision side."""
+    seen: dict[int, nn.Parameter] = {}
+    for p in _language_model(model).parameters():
+        seen[id(p)] = p
+    out_emb = model.get_output_embeddings()
+    if out_emb is not None:
+        for p in out_emb.parameters():
+            seen[id(p)] = p
+    return list(seen.values())
+
+
+def vision_parameters(model) -> list[nn.Parameter]:
+    """Every parameter outside the language model and lm_head: vision encoder, projector, ..."""
+    return _other_parameters(model, language_parameters(model))
+
+
+def _other_parameters(model, llm: list[nn.Parameter]) -> list[nn.Parameter]:
+    ids = {id(p) for p in llm}
+    return [p for p in model.parameters() if id(p) not in ids]
 
 
 class AlarmModel(nn.Module):
@@ -587,19 +617,12 @@ class AlarmModel(nn.Module):
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """``llm`` (language model + lm_head), ``alarm``, ``heads``, ``vision`` (every other base
         parameter: vision encoder, projector, ...). Each parameter is in exactly one group."""
-        llm: dict[int, nn.Parameter] = {}
-        for p in _language_model(self.base).parameters():
-            llm[id(p)] = p
-        out_emb = self.base.get_output_embeddings()
-        if out_emb is not None:
-            for p in out_emb.parameters():
-                llm[id(p)] = p
-        vision = [p for p in self.base.parameters() if id(p) not in llm]
+        llm = language_parameters(self.base)
         return {
-            "llm": list(llm.values()),
+            "llm": llm,
             "alarm": [self.alarm_vectors],
             "heads": [*self.visual_head.parameters(), *self.textual_head.parameters()],
-            "vision": vision,
+            "vision": _other_parameters(self.base, llm),
         }
 
     def freeze_vision(self) -> int:
@@ -648,9 +671,12 @@ class AlarmModel(nn.Module):
         return d
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, **loader_kwargs) -> AlarmModel:
+    def from_pretrained(cls, directory: str | os.PathLike, *, base=None, **loader_kwargs) -> AlarmModel:
         """Load the base through ``AutoModelForImageTextToText`` (safetensors only,
-        ``trust_remote_code`` False unless given) and restore the alarm vectors and heads."""
+        ``trust_remote_code`` False unless given) and restore the alarm vectors and heads.
+
+        ``base``: a model already loaded from ``directory`` (e.g. ``HFVideoLLM(directory).model``)
+        to wrap instead of loading a second copy; then no loader kwargs."""
         from safetensors.torch import load_file
         from transformers import AutoModelForImageTextToText
 
@@ -663,9 +689,12 @@ class AlarmModel(nn.Module):
                              f"this code reads {FORMAT_VERSION}")
         if (cfg.get("visual_token"), cfg.get("textual_token")) != (VISUAL_ALARM, TEXTUAL_ALARM):
             raise ValueError(f"{d / ALARM_CONFIG_FILE}: unexpected alarm token strings")
-        loader_kwargs.setdefault("trust_remote_code", False)
-        loader_kwargs["use_safetensors"] = True
-        base = AutoModelForImageTextToText.from_pretrained(str(d), **loader_kwargs)
+        if base is None:
+            loader_kwargs.setdefault("trust_remote_code", False)
+            loader_kwargs["use_safetensors"] = True
+            base = AutoModelForImageTextToText.from_pretrained(str(d), **loader_kwargs)
+        elif loader_kwargs:
+            raise ValueError(f"loader kwargs {sorted(loader_kwargs)} given with an already loaded base")
         alarm = AlarmTokenIds(int(cfg["visual_token_id"]), int(cfg["textual_token_id"]))
         dtype = getattr(torch, cfg.get("param_dtype", "float32"))
         model = cls(base, alarm, init=cfg.get("init", "zeros"), param_dtype=dtype)
@@ -697,6 +726,7 @@ def is_alarm_checkpoint(directory: str | os.PathLike) -> bool:
 __all__ = [
     "ALARM_CONFIG_FILE", "ALARM_WEIGHTS_FILE", "AlarmModel", "AlarmOutput", "AlarmTokenIds", "IGNORE_INDEX",
     "TEXTUAL_ALARM", "VISUAL_ALARM", "alarm_ids_of", "alarm_positions_of", "embeddings_tied",
-    "end_of_turn_id_of", "insert_alarm_tokens", "is_alarm_checkpoint", "place_alarms", "prepare_alarm_batch",
-    "register_alarm_tokens", "suppress_alarm_generation", "visual_token_ids_of",
+    "end_of_turn_id_of", "insert_alarm_tokens", "is_alarm_checkpoint", "language_parameters", "place_alarms",
+    "prepare_alarm_batch", "register_alarm_tokens", "suppress_alarm_generation", "vision_parameters",
+    "visual_token_ids_of",
 ]

@@ -146,7 +146,10 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
     scheduler = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
                               optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The scheduler stays unprepared: accelerate would step it once per process per step, but
+    # total_steps already counts optimizer steps. It is registered so checkpoints carry it.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
     from accelerate.utils import DistributedType
 
     manual_reduce = world > 1 and accelerator.distributed_type in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
@@ -278,6 +281,10 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
     final = out / FINAL_DIR
     if stopped_early:
         return final
+    # Every rank records a fingerprint of its trainable weights: equal files prove the ranks
+    # stayed in lock-step (data-parallel runs must end with identical replicas).
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"weights_rank{rank}.sha256").write_text(weights_fingerprint(trainable) + "\n")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), llm.processor, final)
@@ -285,6 +292,15 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
             accelerator.print(f"dropped {dropped_total} sample(s) (too long or bad video): see {log_file}")
     accelerator.wait_for_everyone()
     return final
+
+
+def weights_fingerprint(params) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in params:
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def save_model(model: torch.nn.Module, processor, path: Path) -> None:
