@@ -205,3 +205,28 @@ def test_config_files_and_overrides(tmp_path):
     budgets = {load_config(resolve_config(n), model="m", data="d", output_dir="o").budget
                for n in ("paper-stage1", "paper-stage2", "paper-cot")}
     assert len(budgets) == 1
+
+
+def test_lora_trains_adapters_only_and_saves_merged(records, model_dir, tmp_path):
+    from videosafety.train.alarm import AlarmModel
+    from videosafety.train.trainer import run_training
+
+    cfg = cfg_for("tiny-stage2", records, model_dir, tmp_path / "lora", max_steps=3, gradient_checkpointing=True,
+                  lora="{r: 4, alpha: 8, dropout: 0.0}")
+    final = run_training(cfg, progress=False)
+    before, after = state_of(Path(model_dir)), state_of(final)
+    assert not any("lora" in k for k in after)  # merged into ordinary weights
+    changed = {k.split(":")[1] for k in before if "layers" in k and not torch.equal(before[k], after.get(k, before[k]))}
+    assert changed and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"))
+                           for k in changed), sorted(changed)[:5]
+    assert all(torch.equal(before[k], after[k]) for k in before if "visual" in k)
+    AlarmModel.from_pretrained(final)  # loads as an ordinary alarm checkpoint
+
+
+def test_bf16_mixed_precision_runs(records, model_dir, tmp_path):
+    from videosafety.train.trainer import run_training
+
+    cfg = cfg_for("tiny-stage2", records, model_dir, tmp_path / "bf16", max_steps=2, mixed_precision="bf16")
+    run_training(cfg, progress=False)
+    log = [json.loads(x) for x in (tmp_path / "bf16" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(r["loss"] == r["loss"] for r in log)  # finite, not NaN

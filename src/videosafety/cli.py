@@ -190,6 +190,41 @@ def train_data(
     console.print(f"wrote {n} {kind} records to {out}")
 
 
+@app.command("tiny-model")
+def tiny_model(
+    out: Path = typer.Option(..., "--out", help="Folder for the checkpoint."),
+    family: str = typer.Option("qwen2_vl", help="qwen2_vl, qwen2_5_vl, qwen3_vl or video_llama_3."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Build a tiny random model of a real video-LLM class (offline, seconds): for trying the
+    pipeline on CPU. It knows nothing; train it first."""
+    from videosafety.models.tiny import FAMILIES, build_tiny_model
+
+    if family not in FAMILIES:
+        err_console.print(f"[red]error:[/red] --family must be one of {', '.join(FAMILIES)}")
+        raise typer.Exit(2)
+    console.print(f"wrote {build_tiny_model(family, out, seed=seed)}")
+
+
+@train_app.command("import")
+def train_import(
+    reference: Path = typer.Argument(..., help="The reference recipe's JSON/JSONL (VideoLLaMA3 conversation format)."),
+    out: Path = typer.Option(..., help="Records JSONL; write it in the folder the video paths are relative to."),
+    legacy_labels: bool = typer.Option(False, "--legacy-labels", help="The file uses 0 = harmful: flip every label."),
+    kind: str = typer.Option("safety", help="safety (labels required) or general (safe/safe)."),
+) -> None:
+    """Import the public VideoSafety-R1 recipe's data into typed records."""
+    from videosafety.data.manifest import ManifestError
+    from videosafety.train.records import import_reference, write_records
+
+    try:
+        records = import_reference(reference, legacy_labels=legacy_labels, kind=kind)
+    except (ManifestError, ValueError, FileNotFoundError) as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    console.print(f"wrote {write_records(records, out)} records to {out}")
+
+
 @app.command("guard")
 def guard_cmd(
     model: str = typer.Option(..., help="An alarm-token checkpoint (stage 2 or later)."),

@@ -76,6 +76,10 @@ def trainable_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
         from videosafety.train.alarm import language_parameters
 
         groups = {"llm": language_parameters(model)}
+    if cfg.lora is not None:  # the LLM trains through its adapters only
+        from videosafety.train.lora import lora_parameters
+
+        groups["llm"] = lora_parameters(model)
     out = []
     for name in cfg.trains:
         params = [p for p in groups[name] if p.is_floating_point()]
@@ -115,6 +119,11 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
 
     out = Path(cfg.output_dir)
     use_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+    from accelerate.state import AcceleratorState
+
+    # accelerate keeps one process-wide state; stages run back to back in one process (the
+    # pipeline, tests) may differ in precision, so each run starts from a fresh one.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=use_cpu)
     set_seed(cfg.seed)
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -122,9 +131,13 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
 
     loaded = load_for_stage(cfg)
     model, llm = loaded.model, loaded.llm
+    if cfg.lora is not None:
+        from videosafety.train.lora import add_lora
+
+        add_lora(llm.model, cfg.lora)
     if cfg.gradient_checkpointing:
         base = getattr(model, "base", model)
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.activation_checkpointing_enable({"use_reentrant": False})
     groups = trainable_groups(model, cfg)
     trainable = [p for g in groups for p in g["params"]]
 
@@ -304,7 +317,11 @@ def weights_fingerprint(params) -> str:
 
 
 def save_model(model: torch.nn.Module, processor, path: Path) -> None:
-    """A stage's output, loadable by the next stage and by evaluation (safetensors)."""
+    """A stage's output, loadable by the next stage and by evaluation (safetensors); LoRA
+    adapters are merged first."""
+    from videosafety.train.lora import merge_lora
+
+    merge_lora(model)
     path.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "alarm_vectors"):
         model.save_pretrained(path, processor=processor)
