@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import GenerationSettings, ModelInput, NoVisualTokensError, VideoLLM
+from .base import FailedResponse, GenerationSettings, ModelInput, NoVisualTokensError, VideoLLM
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hf import HFVideoLLM
 
-__all__ = ["GenerationSettings", "HFVideoLLM", "ModelInput", "NoVisualTokensError", "VideoLLM"]
+__all__ = ["FailedResponse", "GenerationSettings", "HFVideoLLM", "ModelInput", "NoVisualTokensError", "VideoLLM"]
 
 
 def __getattr__(name: str) -> Any:

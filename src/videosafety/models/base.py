@@ -41,6 +41,15 @@ class ModelInput:
         return self.frames is not None
 
 
+@dataclass(frozen=True)
+class FailedResponse:
+    """A request that failed (server error, timeout after retries, refused input). Backends
+    return it in place of a response so that one bad row never stops a run; the evaluation
+    records the error on that row."""
+
+    error: str
+
+
 class NoVisualTokensError(RuntimeError):
     """The processor produced no visual tokens for an input that carries a video: running
     anyway would silently evaluate a text-only model."""
@@ -51,6 +60,6 @@ class VideoLLM(Protocol):
     name: str  # model spec as given by the user, e.g. "hf:Qwen/Qwen2-VL-2B-Instruct"
     revision: str  # content revision (commit hash or weights digest), for cache keys
 
-    def generate(self, inputs: Sequence[ModelInput], settings: GenerationSettings) -> list[str]:
-        """One response per input, in order."""
+    def generate(self, inputs: Sequence[ModelInput], settings: GenerationSettings) -> list[str | FailedResponse]:
+        """One response per input, in order; a FailedResponse where that input's request failed."""
         ...
