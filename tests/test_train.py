@@ -230,3 +230,26 @@ def test_bf16_mixed_precision_runs(records, model_dir, tmp_path):
     run_training(cfg, progress=False)
     log = [json.loads(x) for x in (tmp_path / "bf16" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(r["loss"] == r["loss"] for r in log)  # finite, not NaN
+
+
+def test_alarm_checkpoint_generates_through_the_hf_backend(stage2, records):
+    """hf: specs load alarm-token checkpoints with their placement: the generated batch holds
+    both alarm tokens, and greedy output equals AlarmModel.generate on the same batch."""
+    from videosafety.budget import FrameBudget
+    from videosafety.conditions import model_input
+    from videosafety.data.manifest import read_manifest
+    from videosafety.models.base import GenerationSettings
+    from videosafety.models.hf import HFVideoLLM
+
+    final, _ = stage2
+    budget = FrameBudget.uniform(4, max_pixels=3136)
+    llm = HFVideoLLM(final, budget=budget)
+    assert llm.alarm_model is not None
+    s = next(x for x in read_manifest(records) if x.split == "eval" and x.subset == "HH")
+    inputs = [model_input(s, "video", budget, records), model_input(s, "text", budget, records)]
+    batch = llm.prepare_inputs(inputs)
+    alarm = llm.alarm_model.alarm
+    for tok in (alarm.visual, alarm.textual):
+        assert ((batch["input_ids"] == tok).sum(dim=1) == 1).all()
+    out = llm.generate(inputs, GenerationSettings(max_new_tokens=6))
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)

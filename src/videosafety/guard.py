@@ -22,14 +22,14 @@ class HarmGuard:
     def __init__(self, path: str | Path, *, device: str = "cpu", dtype: str = "auto",
                  budget: FrameBudget | None = None, batch_size: int = 8):
         from videosafety.models.hf import HFVideoLLM
-        from videosafety.train.alarm import AlarmModel, is_alarm_checkpoint
+        from videosafety.train.alarm import is_alarm_checkpoint
 
         if not is_alarm_checkpoint(path):
             raise ValueError(f"{path}: not an alarm-token checkpoint (no alarm_config.json): the guard needs "
                              "a model trained with `videosafety train sft --stage 2`")
         self.budget = budget or FrameBudget()
         self.llm = HFVideoLLM(path, device=device, dtype=dtype, budget=self.budget, batch_size=batch_size)
-        self.model = AlarmModel.from_pretrained(path, base=self.llm.model).to(self.llm.device).eval()
+        self.model = self.llm.alarm_model
         self.batch_size = batch_size
 
     def probs(self, inputs: Sequence[ModelInput]) -> np.ndarray:

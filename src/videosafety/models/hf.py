@@ -203,6 +203,14 @@ class HFVideoLLM:
             raise TypeError(f"{type(self.processor).__name__} has no tokenizer")
         self.video_token, self.video_token_id = self._find_video_token()
         self._size_scaling = self._probe_size_scaling()
+        # An alarm-token checkpoint (VideoSafety-R1) generates with its alarm vectors in place
+        # and the alarm tokens placed exactly as in training.
+        self.alarm_model = None
+        if local.is_dir():
+            from videosafety.train.alarm import AlarmModel, is_alarm_checkpoint
+
+            if is_alarm_checkpoint(local):
+                self.alarm_model = AlarmModel.from_pretrained(local, base=self.model).to(self.device).eval()
 
     # ------------------------------------------------------------------ introspection
 
@@ -395,6 +403,16 @@ class HFVideoLLM:
         """
         return self._process(inputs, [self.render_prompt(inp) for inp in inputs])
 
+    def prepare_inputs(self, inputs: Sequence[ModelInput]):
+        """The batch that generation runs on: ``prepare_batch``, plus the alarm tokens placed
+        when this is an alarm-token checkpoint."""
+        if self.alarm_model is None:
+            return self.prepare_batch(inputs)
+        from videosafety.train.alarm import prepare_alarm_batch
+
+        batch, _ = prepare_alarm_batch(self, inputs, self.alarm_model.alarm)
+        return batch
+
     def prepare_training_batch(self, inputs: Sequence[ModelInput], responses: Sequence[str]):
         """Like ``prepare_batch`` with each conversation's assistant answer appended.
 
@@ -516,7 +534,8 @@ class HFVideoLLM:
         with torch.inference_mode(), torch.random.fork_rng(devices=devices):
             if settings.do_sample:
                 torch.manual_seed(settings.seed)
-            out = self.model.generate(**batch, **gen_kw)
+            generator = self.alarm_model if self.alarm_model is not None else self.model
+            out = generator.generate(**batch, **gen_kw)
         new = out[:, n_in:].cpu()
         return self.processor.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
@@ -534,7 +553,7 @@ class HFVideoLLM:
         for idx in groups.values():
             for s in range(0, len(idx), self.batch_size):
                 chunk = idx[s:s + self.batch_size]
-                texts = self.generate_from_batch(self.prepare_batch([inputs[i] for i in chunk]), settings)
+                texts = self.generate_from_batch(self.prepare_inputs([inputs[i] for i in chunk]), settings)
                 for i, t in zip(chunk, texts):
                     results[i] = t
         return [r if r is not None else "" for r in results]
