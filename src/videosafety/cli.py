@@ -190,6 +190,133 @@ def train_data(
     console.print(f"wrote {n} {kind} records to {out}")
 
 
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    return tuple(x.strip() for x in value.split(",") if x.strip()) if value else None
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-80:] or "model"
+
+
+@app.command("eval")
+def eval_cmd(
+    bench: str = typer.Option("vsb-mini", help="Manifest (file or folder), or vsb-mini (built on first use)."),
+    model: str = typer.Option(None, help="hf:PATH_OR_ID, openai:MODEL@BASE_URL, ref:refuse-all, ref:comply-all; "
+                                         "default: the embedded demo model."),
+    conditions: str = typer.Option(",".join(taxonomy.CONDITIONS), help="Comma list of video, text, blank."),
+    split: str = typer.Option("eval", help="Split to evaluate ('all' for every row)."),
+    subsets: str = typer.Option(None, help="Comma list of HH, SH, HB, SafeQ."),
+    languages: str = typer.Option(None, help="Comma list of language codes."),
+    categories: str = typer.Option(None, help="Comma list of categories or sub-categories."),
+    limit: int = typer.Option(None, help="At most N samples, evenly spread over the selection."),
+    fps: float = typer.Option(None, help="Frames per second to sample (default 1, or the demo's budget)."),
+    num_frames: int = typer.Option(None, help="A fixed number of frames, uniformly spread."),
+    max_frames: int = typer.Option(None, help="Most frames per video (default 90)."),
+    max_pixels: int = typer.Option(None, help="Most pixels per frame (the processor resizes)."),
+    max_new_tokens: int = typer.Option(256, help="Most new tokens per response."),
+    temperature: float = typer.Option(0.0, help="0 = greedy (default); above 0 samples."),
+    top_p: float = typer.Option(1.0),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(8, help="Prompts per generate call."),
+    out: Path = typer.Option(None, "--out", help="Run folder (default runs/eval-<model>); rerun to resume."),
+    force: bool = typer.Option(False, help="Recompute cached responses."),
+    max_error_rate: float = typer.Option(0.05, help="Exit non-zero when the share of failed rows exceeds this."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+    dtype: str = typer.Option("auto"),
+    workers: int = typer.Option(2, help="Background video-decoding threads."),
+    frames_as: str = typer.Option("video_url", help="openai: send frames as video_url (an mp4) or images."),
+    concurrency: int = typer.Option(8, help="openai: requests in flight."),
+    timeout: float = typer.Option(120.0, help="openai: seconds per request."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="openai: environment variable holding the key."),
+    trust_remote_code: bool = typer.Option(False, help="hf: allow the checkpoint's own code (off by default)."),
+) -> None:
+    """Run a video LLM over a safety benchmark in the video, text and blank conditions."""
+    from videosafety.budget import FrameBudget
+    from videosafety.evaluate.runner import EvalConfig, SampleFilter, run_eval
+    from videosafety.models.base import GenerationSettings
+    from videosafety.models.spec import ModelOptions, load_model, parse_spec
+
+    try:
+        kind, _ = parse_spec(model)
+        conds = _csv(conditions) or ()
+        bad = [c for c in conds if c not in taxonomy.CONDITIONS]
+        if bad or not conds:
+            raise ValueError(f"unknown condition(s) {bad}; expected a comma list of {', '.join(taxonomy.CONDITIONS)}")
+    except ValueError as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    notes = []
+    if kind == "demo":
+        from videosafety.models.demo import DEMO_BUDGET, DEMO_EVAL_LIMIT
+
+        budget = DEMO_BUDGET
+        if limit is None and bench == "vsb-mini":
+            limit = DEMO_EVAL_LIMIT
+            notes.append(f"demo default: a stratified subset of {limit} eval samples (--limit to change)")
+    else:
+        budget = FrameBudget()
+    if any(x is not None for x in (fps, num_frames, max_frames, max_pixels)):
+        base = budget.model_dump()
+        if num_frames is not None:
+            base.update(num_frames=num_frames, fps=None, max_frames=max(num_frames, max_frames or num_frames))
+        elif fps is not None:
+            base.update(fps=fps, num_frames=None)
+        if max_frames is not None and num_frames is None:
+            base["max_frames"] = max_frames
+        if max_pixels is not None:
+            base["max_pixels"] = max_pixels
+        budget = FrameBudget.model_validate(base)
+    if bench == "vsb-mini":
+        from videosafety.data.vsb_mini import default_vsb_mini
+
+        manifest: str | Path = default_vsb_mini()
+    else:
+        manifest = bench
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+                                  temperature=temperature if temperature > 0 else 1.0, top_p=top_p, seed=seed)
+    flt = SampleFilter(split=None if split == "all" else split, subsets=_csv(subsets), languages=_csv(languages),
+                       categories=_csv(categories), limit=limit)
+
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+    dev = device
+    if state.num_processes > 1 and device == "auto" and state.device.type == "cuda":
+        dev = str(state.device)
+    options = ModelOptions(device=dev, dtype=dtype, batch_size=batch_size, trust_remote_code=trust_remote_code,
+                           openai={"frames_as": frames_as, "max_concurrency": concurrency, "timeout": timeout,
+                                   "api_key_env": api_key_env})
+    try:
+        llm = load_model(model, budget, options)
+    except (ValueError, OSError) as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    out = out or Path("runs") / f"eval-{_slug(llm.name)}"
+    cfg = EvalConfig(conditions=conds, settings=settings, budget=budget, batch_size=batch_size,
+                     decode_workers=workers, force=force, max_error_rate=max_error_rate)
+    if state.is_main_process:
+        for n in notes:
+            console.print(f"[yellow]note:[/yellow] {n}")
+        console.print(f"model {llm.name} ({llm.revision}) | budget {budget.describe()} | "
+                      f"conditions {','.join(conds)} | out {out}" + (f" | {state.num_processes} processes" if state.num_processes > 1 else ""))
+    summary = run_eval(llm, manifest, out, cfg, flt, rank=state.process_index, world=state.num_processes,
+                       barrier=state.wait_for_everyone, progress=state.is_main_process,
+                       extra_run_info={"notes": notes})
+    if not state.is_main_process:
+        return
+    console.print(f"{summary.rows} rows ({', '.join(f'{k} {v}' for k, v in summary.by_condition.items())}); "
+                  f"{summary.generated} generated, {summary.cached} from cache, {summary.n_errors} errors, "
+                  f"{summary.seconds:.1f}s -> {out / 'responses.jsonl'}")
+    for e in summary.error_examples:
+        console.print(f"  [red]error[/red] {e}", markup=True, highlight=False)
+    if summary.error_rate > max_error_rate:
+        err_console.print(f"[red]error rate {summary.error_rate:.1%} exceeds --max-error-rate {max_error_rate:.1%}[/red]")
+        raise typer.Exit(1)
+
+
 @app.command("tiny-model")
 def tiny_model(
     out: Path = typer.Option(..., "--out", help="Folder for the checkpoint."),

@@ -155,3 +155,16 @@ def build_vsb_mini(
     if progress:
         progress(f"wrote {len(samples)} samples to {path}")
     return path
+
+
+def default_vsb_mini() -> Path:
+    """VSB-mini built once into the cache folder (the default benchmark everywhere)."""
+    from videosafety.paths import cache_dir, locked
+
+    out = cache_dir() / f"vsb-mini-v{VSB_MINI_VERSION}"
+    done = out / ".complete"
+    with locked(out):
+        if not done.exists():
+            build_vsb_mini(out)
+            done.write_text("ok\n")
+    return out / "manifest.jsonl"

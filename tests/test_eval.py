@@ -1,0 +1,160 @@
+"""`videosafety eval`: outputs, cache and resume (SIGKILL included), bad rows recorded, data
+parallel sharding, reference policies, filters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from videosafety.cli import app
+
+runner = CliRunner()
+TINY_FLAGS = ["--num-frames", "4", "--max-pixels", "3136", "--max-new-tokens", "6", "--batch-size", "4", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    from videosafety.data.vsb_mini import build_vsb_mini
+
+    out = tmp_path_factory.mktemp("vsb-mini-eval")
+    build_vsb_mini(out, workers=2)
+    return out
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "responses.jsonl").read_text().splitlines()]
+
+
+def comparable(rs: list[dict]) -> list[tuple]:
+    return [(r["sample_id"], r["condition"], r["response"], r["error"]) for r in rs]
+
+
+def test_reference_policy_run_outputs_and_cache(mini, tmp_path):
+    out = tmp_path / "ref"
+    r = runner.invoke(app, ["eval", "--bench", str(mini), "--model", "ref:comply-all", "--out", str(out),
+                            "--subsets", "HH,SafeQ", "--languages", "en,zh"])
+    assert r.exit_code == 0, r.output
+    rs = rows(out)
+    assert len(rs) == 3 * 19 * 2 * 2 * 2  # conditions x subcats x subsets x languages x 2 per cell
+    assert {x["subset"] for x in rs} == {"HH", "SafeQ"} and {x["language"] for x in rs} == {"en", "zh"}
+    assert all(x["response"].startswith("Sure") and x["error"] is None for x in rs)
+    assert len({(x["sample_id"], x["condition"]) for x in rs}) == len(rs)
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "done" and run["model"] == "ref:comply-all" and "transformers" in run["versions"]
+    assert run["summary"]["rows"] == len(rs)
+    # a rerun takes everything from the cache
+    r = runner.invoke(app, ["eval", "--bench", str(mini), "--model", "ref:comply-all", "--out", str(out),
+                            "--subsets", "HH,SafeQ", "--languages", "en,zh"])
+    assert "0 generated" in r.output and f"{len(rs)} from cache" in r.output
+    assert comparable(rows(out)) == comparable(rs)
+
+
+def test_limit_is_stratified_and_filters_combine(mini, tmp_path):
+    out = tmp_path / "lim"
+    r = runner.invoke(app, ["eval", "--bench", str(mini), "--model", "ref:refuse-all", "--out", str(out),
+                            "--limit", "76", "--conditions", "text", "--categories", "violence,scams_fraud"])
+    assert r.exit_code == 0, r.output
+    rs = rows(out)
+    assert len(rs) == 76
+    assert {x["subcategory"] for x in rs} == {"physical_violence", "graphic_gore", "terrorism_extremism",
+                                              "animal_cruelty", "scams_fraud"}
+    assert {x["subset"] for x in rs} == {"HH", "SH", "HB", "SafeQ"}
+
+
+def test_bad_video_recorded_run_goes_on_and_error_rate_exit(mini, tmp_path, tiny_model_dirs):
+    import shutil
+
+    bench = tmp_path / "bench"
+    shutil.copytree(mini, bench)
+    lines = (bench / "manifest.jsonl").read_text().splitlines()
+    eval_rows = [json.loads(x) for x in lines if '"split": "eval"' in x][:12]
+    broken = eval_rows[0]["video"]["path"]
+    (bench / broken).write_bytes(b"\x00" * 1000)  # every row of this video fails to decode
+    (bench / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in eval_rows))
+    out = tmp_path / "bad"
+    args = ["eval", "--bench", str(bench), "--model", f"hf:{tiny_model_dirs['qwen2_vl']}", "--out", str(out), *TINY_FLAGS]
+    r = runner.invoke(app, args + ["--max-error-rate", "1.0"])
+    assert r.exit_code == 0, r.output
+    rs = rows(out)
+    bad = [x for x in rs if x["error"]]
+    assert bad and all(x["condition"] == "video" and x["error"].startswith("video:") and broken.split("/")[-1] in x["error"]
+                       for x in bad)
+    assert all(isinstance(x["response"], str) for x in rs if not x["error"])  # text and blank still ran
+    assert "error" in r.output
+    r = runner.invoke(app, args + ["--max-error-rate", "0.01"])
+    assert r.exit_code == 1
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "videosafety", *args]
+
+
+def test_sigkill_then_resume_equals_uninterrupted(mini, tmp_path, tiny_model_dirs):
+    model = f"hf:{tiny_model_dirs['qwen2_vl']}"
+    common = ["eval", "--bench", str(mini), "--model", model, "--limit", "40", *TINY_FLAGS]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    full = tmp_path / "full"
+    subprocess.run(_cli(*common, "--out", str(full)), check=True, env=env, capture_output=True, timeout=600)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(_cli(*common, "--out", str(cut)), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    n = 0
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with sqlite3.connect(cut / "cache.sqlite", timeout=5) as db:
+                n = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        except sqlite3.Error:
+            n = 0
+        if n >= 12:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 12 <= n < 120, n  # killed mid-run
+    assert not (cut / "responses.jsonl").exists()
+    r = subprocess.run(_cli(*common, "--out", str(cut)), env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "from cache" in r.stdout
+    assert comparable(rows(cut)) == comparable(rows(full))
+    assert len(rows(cut)) == 120
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_shard_and_merge_like_one(mini, tmp_path, tiny_model_dirs):
+    model = f"hf:{tiny_model_dirs['qwen2_vl']}"
+    common = ["eval", "--bench", str(mini), "--model", model, "--limit", "24", *TINY_FLAGS]
+    one = tmp_path / "one"
+    r = runner.invoke(app, [*common, "--out", str(one)])
+    assert r.exit_code == 0, r.output
+    two = tmp_path / "two"
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "videosafety", *common, "--out", str(two)]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((two / "run.json").read_text())["processes"] == 2
+    assert comparable(rows(two)) == comparable(rows(one))
+
+
+def test_model_spec_errors():
+    r = runner.invoke(app, ["eval", "--model", "gpt4"])
+    assert r.exit_code == 2 and "expected hf:PATH_OR_ID" in r.output
+    r = runner.invoke(app, ["eval", "--model", "ref:refuse-all", "--conditions", "video,audio"])
+    assert r.exit_code == 2 and "audio" in r.output
