@@ -317,6 +317,29 @@ def eval_cmd(
         raise typer.Exit(1)
 
 
+@app.command("serve")
+def serve_cmd(
+    model: str = typer.Option(None, help="hf:PATH_OR_ID (alarm-token checkpoints included); default: the demo model."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless you say otherwise)."),
+    port: int = typer.Option(8000),
+    api_key_env: str = typer.Option(None, help="Require the key held in this environment variable."),
+    model_name: str = typer.Option(None, help="The name clients use (default: the spec)."),
+    fps: float = typer.Option(1.0, help="Server-side frame budget: frames per second."),
+    max_frames: int = typer.Option(90, help="Server-side frame budget: most frames per video."),
+    max_pixels: int = typer.Option(None, help="Most pixels per frame."),
+    device: str = typer.Option("auto"),
+    dtype: str = typer.Option("auto"),
+    trust_remote_code: bool = typer.Option(False),
+) -> None:
+    """An OpenAI-compatible chat-completions server for a video LLM."""
+    from videosafety.budget import FrameBudget
+    from videosafety.serve import serve
+
+    budget = FrameBudget(fps=fps, max_frames=max_frames, max_pixels=max_pixels)
+    serve(model or "demo", host=host, port=port, api_key_env=api_key_env, model_name=model_name, budget=budget,
+          device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
 @app.command("tiny-model")
 def tiny_model(
     out: Path = typer.Option(..., "--out", help="Folder for the checkpoint."),

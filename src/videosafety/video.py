@@ -7,8 +7,10 @@ of the typed :class:`VideoError` subclasses (each naming the path), decoding nev
 Sampling in two steps:
 
 * :func:`plan_timestamps` (pure) turns a duration and a frame budget into target times;
-* :func:`sample_frames` returns, for each target, the decoded frame whose presentation time is
-  nearest to it (ties go to the later frame). Two strategies give the same frames:
+* :func:`sample_frames` returns, for each target, the frame on screen at that time: the last
+  decoded frame whose presentation time is at or before it (the first frame for a target
+  before it). Resampling a clip at its own rate thus gives back every frame, first included.
+  Two strategies give the same frames:
   ``"decode"`` decodes the stream sequentially, ``"seek"`` jumps to the keyframe at or before
   each target and decodes forward from there, which is what makes long videos cheap.
 
@@ -471,12 +473,18 @@ def probe(path: str | os.PathLike[str], *, timeout: float = 10.0) -> VideoInfo:
 # sampling
 
 
+# Seconds: containers with millisecond time bases (mkv) round a frame's time by up to 0.5 ms,
+# which must not move it across a target.
+_TIME_EPS = 1e-3
+
+
 class _Cursor:
     """Forward walk over decoded frames with the two frames that bracket a target.
 
     After ``advance_to(t)``, ``prev`` (if any) is the last frame before t and ``cur`` the first
-    at or after t (or the last frame of the stream). ``pick(t)`` returns the nearer of the two,
-    the later one on a tie. Both strategies use this, which is why they agree.
+    at or after t (or the last frame of the stream). ``pick(t)`` returns the frame on screen at
+    t: ``cur`` when it starts at t (or the stream ended), else ``prev``. Both strategies use
+    this, which is why they agree.
     """
 
     def __init__(self, container: Any, meta: _StreamMeta, deadline: _Deadline) -> None:
@@ -529,8 +537,7 @@ class _Cursor:
     def pick(self, target: float) -> tuple[Any, float] | None:
         if self.cur is None:
             return None
-        nearer_prev = target - self.prev_t < self.cur_t - target
-        if self.prev is not None and self.cur_t >= target and nearer_prev:
+        if self.prev is not None and self.cur_t > target + _TIME_EPS:
             return self.prev, self.prev_t
         return self.cur, self.cur_t
 
@@ -675,7 +682,7 @@ def sample_frames(
     timeout: float = 60.0,
     strategy: str = "auto",
 ) -> SampledFrames:
-    """Decode the frames nearest to :func:`plan_timestamps` targets.
+    """Decode the frames on screen at :func:`plan_timestamps` targets.
 
     Give ``num_frames`` (uniform) or ``fps`` (rate, capped by ``max_frames``). With neither,
     the FrameBudget defaults apply (1 fps, at most 90 frames); in rate mode a ``max_frames`` of
