@@ -98,7 +98,7 @@ def _forward(model, batch: Batch, uses_heads: bool):
         if uses_heads:
             return out.logits, out.video_logit, out.query_logit
         return out.logits, None, None
-    return model(**inputs).logits, None, None
+    return model(**inputs, use_cache=False).logits, None, None  # one pass: a KV cache is only memory
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
@@ -131,6 +131,9 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
 
     loaded = load_for_stage(cfg)
     model, llm = loaded.model, loaded.llm
+    # HFVideoLLM loads for inference (eval mode); activation checkpointing and dropout (LoRA's
+    # included) act only in training mode.
+    model.train()
     if cfg.lora is not None:
         from videosafety.train.lora import add_lora
 
