@@ -253,3 +253,17 @@ def test_alarm_checkpoint_generates_through_the_hf_backend(stage2, records):
         assert ((batch["input_ids"] == tok).sum(dim=1) == 1).all()
     out = llm.generate(inputs, GenerationSettings(max_new_tokens=6))
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+def test_stage_one_trains_llm_and_alarm_vectors_not_heads(records, model_dir, tmp_path):
+    from videosafety.train.trainer import load_for_stage, trainable_groups
+
+    cfg = cfg_for("tiny-stage1", records, model_dir, tmp_path / "s1")
+    loaded = load_for_stage(cfg)
+    groups = {g["name"]: g for g in trainable_groups(loaded.model, cfg)}
+    assert set(groups) == {"llm", "alarm"}
+    assert groups["llm"]["lr"] == cfg.lr.llm and groups["alarm"]["lr"] == cfg.lr.alarm
+    heads = [p for n, p in loaded.model.named_parameters() if "head" in n and "lm_head" not in n]
+    vision = loaded.model.param_groups()["vision"]
+    assert heads and not any(p.requires_grad for p in heads + vision)
+    assert loaded.model.alarm_vectors.requires_grad
