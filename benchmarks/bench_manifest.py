@@ -56,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="vs-bench-manifest-"))
     manifest = build_vsb_mini(work)
-    print(f"rows     read (s)  validate (s)  rows/s (validate)  heap peak (MiB)")
+    print("rows     read (s)  validate (s)  rows/s (validate)  heap peak (MiB)")
     for n in (10_000, 40_000, args.rows):
         big = work / f"big-{n}.jsonl"
         write_big(manifest, big, n)

@@ -17,7 +17,7 @@ import torch
 
 from videosafety.configs import resolve_config
 from videosafety.train.config import load_config
-from videosafety.train.records import read_records, write_records
+from videosafety.train.records import write_records
 
 
 @pytest.fixture(scope="module")

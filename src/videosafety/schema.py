@@ -15,6 +15,18 @@ Label = Literal[0, 1]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+def check_relative_path(v: str, folder: str = "the manifest's folder") -> str:
+    """Paths in manifests and records must not reach outside their folder (security
+    standard): no absolute paths, no drive letters, no '..' component. Symlinks are checked
+    on disk, where the file is opened."""
+    p = PurePosixPath(v.replace("\\", "/"))
+    if p.is_absolute() or re.match(r"^[A-Za-z]:", v):
+        raise ValueError(f"must be relative to {folder}, not absolute")
+    if ".." in p.parts:
+        raise ValueError(f"must not escape {folder} with '..'")
+    return v
+
+
 class VideoRef(BaseModel):
     """A video file, by a path relative to the manifest's folder."""
 
@@ -37,14 +49,7 @@ class VideoRef(BaseModel):
     @field_validator("path")
     @classmethod
     def _relative_inside(cls, v: str) -> str:
-        # Manifests must not reach outside their folder (security standard): no absolute
-        # paths, no drive letters, no '..' component. Symlinks are checked on disk.
-        p = PurePosixPath(v.replace("\\", "/"))
-        if p.is_absolute() or re.match(r"^[A-Za-z]:", v):
-            raise ValueError("must be relative to the manifest's folder, not absolute")
-        if ".." in p.parts:
-            raise ValueError("must not escape the manifest's folder with '..'")
-        return v
+        return check_relative_path(v)
 
 
 class Sample(BaseModel):

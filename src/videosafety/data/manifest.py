@@ -48,7 +48,7 @@ def resolve_manifest(path: str | Path) -> Path:
     return p
 
 
-def _validation_problems(file: str, line: int, err: ValidationError) -> list[ManifestProblem]:
+def validation_problems(file: str, line: int, err: ValidationError) -> list[ManifestProblem]:
     out = []
     for e in err.errors(include_url=False):
         field = ".".join(str(x) for x in e.get("loc", ()))
@@ -108,7 +108,7 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, Sample | list[ManifestPro
         try:
             yield line, Sample.model_validate(rec)
         except ValidationError as e:
-            yield line, _validation_problems(str(path), line, e)
+            yield line, validation_problems(str(path), line, e)
 
 
 def iter_samples(path: str | Path) -> Iterator[Sample]:
@@ -205,7 +205,7 @@ def from_hf_dataset(ds, *, name: str = "<dataset>") -> list[Sample]:
         try:
             out.append(Sample.model_validate(rec))
         except ValidationError as e:
-            raise ManifestError(_validation_problems(name, i, e)[0]) from None
+            raise ManifestError(validation_problems(name, i, e)[0]) from None
     return out
 
 

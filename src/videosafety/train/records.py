@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from videosafety import tags, taxonomy
-from videosafety.data.manifest import ManifestError, ManifestProblem
+from videosafety.data.manifest import ManifestError, ManifestProblem, validation_problems
+from videosafety.schema import check_relative_path
 
 # Problems and errors are the manifest reader's types: one shape of "file:line: field: message".
 RecordProblem = ManifestProblem
@@ -32,13 +33,7 @@ _LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 def _relative_inside(v: str) -> str:
-    # The rule of schema.VideoRef.path, worded for records (tests keep the two in step).
-    p = PurePosixPath(v.replace("\\", "/"))
-    if p.is_absolute() or re.match(r"^[A-Za-z]:", v):
-        raise ValueError("must be relative to the records file's folder, not absolute")
-    if ".." in p.parts:
-        raise ValueError("must not escape the records file's folder with '..'")
-    return v
+    return check_relative_path(v, "the records file's folder")
 
 
 class SFTRecord(BaseModel):
@@ -131,15 +126,6 @@ class CoTRecord(SFTRecord):
 
 # ---------------------------------------------------------------- reading and writing
 
-def _problems(file: str, line: int, err: ValidationError) -> list[ManifestProblem]:
-    out = []
-    for e in err.errors(include_url=False):
-        field = ".".join(str(x) for x in e.get("loc", ()))
-        msg = e.get("msg", "invalid")
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        out.append(ManifestProblem(file, line, field, msg))
-    return out
 
 
 def iter_record_rows(path: str | Path, cls: type[SFTRecord] = SFTRecord,
@@ -163,7 +149,7 @@ def iter_record_rows(path: str | Path, cls: type[SFTRecord] = SFTRecord,
             try:
                 yield line_no, cls.model_validate(rec)
             except ValidationError as e:
-                yield line_no, _problems(name, line_no, e)
+                yield line_no, validation_problems(name, line_no, e)
 
 
 def iter_records(path: str | Path, cls: type[SFTRecord] = SFTRecord) -> Iterator[SFTRecord]:
