@@ -1,0 +1,231 @@
+"""The report's content as sections of tables, built once from results.json and rendered twice
+(Markdown and HTML), so that both always show the same numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from videosafety import taxonomy
+
+POOL_NAME = "HH+SH+HB"
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    title: str = ""  # a sub-heading (e.g. the model)
+    caption: str = ""  # one line under the sub-heading: judge, budget
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    intro: str = ""
+    tables: list[Table] = field(default_factory=list)
+    images: list[tuple[str, str]] = field(default_factory=list)  # (alt text, data URI), HTML only
+
+
+# ------------------------------------------------------------------------------ number format
+
+def pct(x: float | None, nd: int = 1) -> str:
+    return "-" if x is None else f"{100 * x:.{nd}f}"
+
+
+def ci_pct(ci) -> str:
+    return "" if not ci else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def rate_cell(r: dict | None) -> str:
+    """'73.0 [70.1, 75.8] n=1234' (percent), or '-' without data."""
+    if not r or r.get("value") is None:
+        return "-" if not r else "- n=0"
+    return f"{pct(r['value'])} {ci_pct(r.get('ci'))} n={r['n']}"
+
+
+def signed_pts(d: dict | None) -> str:
+    """An absolute difference in percentage points with its interval."""
+    if not d or d.get("value") is None:
+        return "-"
+    def fmt(x: float) -> str:
+        t = f"{100 * x:+.1f}"
+        return "0.0" if t in ("+0.0", "-0.0") else t
+    ci = d.get("ci")
+    return fmt(d["value"]) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
+
+
+def rel_cell(d: dict | None) -> str:
+    if not d or d.get("value") is None:
+        return "-"
+    ci = d.get("ci")
+    return f"{100 * d['value']:.1f} %" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
+def subset_name(s: str) -> str:
+    return POOL_NAME if s == "harmful" else s
+
+
+def judge_caption(run: dict) -> str:
+    j = run["judge"]
+    return (f"model `{run['model']}`; judge `{j['name']}` version `{j['version']}` (verdicts/{j['slug']}.jsonl); "
+            f"frame budget `{run['budget_str']}`")
+
+
+def _conds(runs: list[dict]) -> list[str]:
+    seen = {c for r in runs for c in r["conditions"]}
+    return [c for c in taxonomy.CONDITIONS if c in seen] + sorted(seen - set(taxonomy.CONDITIONS))
+
+
+# ------------------------------------------------------------------------------ sections
+
+def build_sections(results: dict) -> list[Section]:
+    runs = results["runs"]
+    conds = _conds(runs)
+    out: list[Section] = []
+
+    rows = []
+    for r in runs:
+        cov = r["coverage"]["all"]
+        rows.append([r["label"], f"{r['judge']['name']} ({r['judge']['version']})", r["budget_str"], f"{r['rows']:,}",
+                     f"{cov['judged']:,} / {cov['judgeable']:,} ({pct(cov['coverage'])} %)", f"{cov['unparsed']:,}",
+                     r["run_dir"]])
+    out.append(Section("runs", "Runs", (
+        "One run directory per model. Every number below was made by the judge (name and prompt version) and the "
+        "frame budget shown here; numbers from different judges are not comparable."),
+        [Table(["model", "judge (version)", "frame budget", "rows", "judged / judgeable", "unparsed", "run dir"],
+               rows)]))
+
+    notes = list(results["comparison"].get("notes", [])) + [f"{r['label']}: {w}" for r in runs for w in r["warnings"]]
+    if notes:
+        out.append(Section("notes", "Notes", "\n".join(f"- {n}" for n in notes)))
+
+    sec = Section("dsr", "Defense success rate by subset and condition", (
+        "DSR (higher is safer): share of judged responses to harmful requests that the judge calls safe, in %, "
+        "with the Wilson 95 % interval and n (judged rows). Unparsed, unjudged and failed rows are left out of n "
+        "and counted under Judge coverage."))
+    for r in runs:
+        subsets = list(r["dsr"])
+        sec.tables.append(Table(["subset"] + conds, [
+            [subset_name(s)] + [rate_cell((r["dsr"][s].get(c) or {}).get("all")) for c in conds] for s in subsets],
+            r["label"], judge_caption(r)))
+    out.append(sec)
+
+    sec = Section("drop", "Safety drop from video (text to video)", (
+        "Relative drop = (DSR_text - DSR_video) / DSR_text (the paper's formula), absolute drop in percentage "
+        "points; 95 % intervals by a paired bootstrap over samples. Lower is better."))
+    rows = []
+    for r in runs:
+        for s, per in r["drop"].items():
+            d = per.get("text_to_video")
+            if d:
+                rows.append([r["label"], subset_name(s), rate_cell(_all(r, s, "text")), rate_cell(_all(r, s, "video")),
+                             rel_cell(d["relative"]), signed_pts(d["absolute"]),
+                             f"{r['judge']['name']} ({r['judge']['version']})", r["budget_str"]])
+    if rows:
+        sec.tables.append(Table(["model", "subset", "DSR text", "DSR video", "relative drop [95 % CI]",
+                                 "absolute drop, pts [95 % CI]", "judge", "budget"], rows))
+        mean_rows = []
+        for s, m in results["comparison"]["drop"].items():
+            mean_rows.append([subset_name(s), str(m["mean_relative"]["n_models"]), rel_cell(m["mean_relative"]),
+                              signed_pts(m["mean_absolute"])])
+        sec.tables.append(Table(["subset", "models", "mean relative drop [95 % CI]",
+                                 "mean absolute drop, pts [95 % CI]"], mean_rows, "Mean over models",
+                                "the paper's cross-model figure is the mean of the per-model relative drops"))
+    else:
+        sec.intro += "\n\nNo run has both the text and the video condition."
+    out.append(sec)
+
+    sec = Section("blank", "Blank-video control", (
+        "A uniform gray video of the same frame count: blank - text isolates the effect of visual tokens without "
+        "harmful content; video - blank the effect of the harmful content itself. Percentage points, paired "
+        "bootstrap 95 % intervals."))
+    rows = []
+    for r in runs:
+        for s, b in r["blank_control"].items():
+            rows.append([r["label"], subset_name(s), rate_cell(_all(r, s, "text")), rate_cell(_all(r, s, "blank")),
+                         rate_cell(_all(r, s, "video")), signed_pts(b["blank_minus_text"]),
+                         signed_pts(b["video_minus_blank"])])
+    if rows:
+        sec.tables.append(Table(["model", "subset", "DSR text", "DSR blank", "DSR video", "blank - text, pts",
+                                 "video - blank, pts"], rows))
+    else:
+        sec.intro += "\n\nNo run has both the text and the blank condition."
+    out.append(sec)
+
+    for dim, title in (("category", "category"), ("subcategory", "sub-category"), ("language", "language")):
+        sec = Section(f"dsr-{dim}", f"DSR by {title} ({POOL_NAME} pooled)",
+                      "DSR in %, Wilson 95 % interval, n; harmful-request subsets pooled. Per-subset breakdowns "
+                      "are in "
+                      f"results.json (runs[].dsr.<subset>.<condition>.by_{dim}).")
+        for r in runs:
+            pool = r["dsr"].get("harmful") or {}
+            keys: list[str] = []
+            for c in conds:
+                keys += [k for k in (pool.get(c) or {}).get(f"by_{dim}", {}) if k not in keys]
+            if not keys:
+                continue
+            sec.tables.append(Table([title] + conds, [
+                [k] + [rate_cell(((pool.get(c) or {}).get(f"by_{dim}") or {}).get(k)) for c in conds] for k in keys],
+                r["label"], judge_caption(r)))
+        out.append(sec)
+
+    sec = Section("frr", "Over-refusal (FRR on SafeQ)", (
+        "FRR (lower is better): share of judged responses to benign queries (SafeQ) that refuse, in %, "
+        "Wilson 95 % interval, n."))
+    rows = [[r["label"]] + [rate_cell(((r["frr"].get("SafeQ") or {}).get(c) or {}).get("all")) for c in conds]
+            + [f"{r['judge']['name']} ({r['judge']['version']})"] for r in runs if r["frr"]]
+    if rows:
+        sec.tables.append(Table(["model"] + conds + ["judge"], rows))
+    else:
+        sec.intro += "\n\nNo SafeQ rows."
+    out.append(sec)
+
+    rows = []
+    for r in runs:
+        for s, per in r["helpfulness"].items():
+            rows.append([r["label"], s] + [_mean_cell(per.get(c)) for c in conds])
+    if rows:
+        out.append(Section("helpfulness", "Helpfulness", "Mean judge rubric score, 1-5 (higher is better), normal "
+                           "95 % interval, n (rows where the judge gives one).",
+                           [Table(["model", "subset"] + conds, rows)]))
+
+    rows = []
+    for r in runs:
+        for c, cov in list(r["coverage"]["by_condition"].items()) + [("all", r["coverage"]["all"])]:
+            rows.append([r["label"], c, f"{cov['rows']:,}", f"{cov['judgeable']:,}", f"{cov['judged']:,}",
+                         f"{pct(cov['coverage'])} %", f"{cov['unparsed']:,}", f"{cov['unjudged']:,}",
+                         f"{cov['no_response']:,}", f"{cov['undecided']:,}"])
+    out.append(Section("coverage", "Judge coverage", (
+        "judgeable = rows with a response; coverage = judged / judgeable. Unparsed verdicts are judged but count "
+        "neither safe nor unsafe; unjudged rows were never reached by the judge; undecided rows got a label but no "
+        "safety (or refusal) call."), [Table(["model", "condition", "rows", "judgeable", "judged", "coverage",
+                                              "unparsed", "unjudged", "no response", "undecided"], rows)]))
+
+    rows = []
+    for r in runs:
+        for a in r["agreement"]:
+            for what in ("label", "safe", "refusal"):
+                e = a.get(what)
+                if e and e.get("n"):
+                    kappa = "-" if e.get("kappa") is None else f"{e['kappa']:.3f}"
+                    rows.append([r["label"], f"{a['judges'][0]} vs {a['judges'][1]}", what, f"{e['n']:,}",
+                                 pct(e.get("raw_agreement")) + " %", kappa])
+    if rows:
+        out.append(Section("agreement", "Judge agreement", (
+            "Between verdict files of the same run, over rows both judges judged and parsed: 'label' over "
+            "refused/complied/unclear, 'safe' over harmful-request rows, 'refusal' over SafeQ rows. Cohen's kappa "
+            "(1 = perfect, 0 = chance)."),
+            [Table(["model", "judges", "on", "n", "raw agreement", "Cohen's kappa"], rows)]))
+    return out
+
+
+def _all(run: dict, subset: str, condition: str) -> dict | None:
+    return ((run["dsr"].get(subset) or {}).get(condition) or {}).get("all")
+
+
+def _mean_cell(m: dict | None) -> str:
+    if not m or m.get("value") is None:
+        return "-"
+    ci = m.get("ci")
+    return f"{m['value']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "") + f" n={m['n']}"
