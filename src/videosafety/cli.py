@@ -231,8 +231,11 @@ def eval_cmd(
     timeout: float = typer.Option(120.0, help="openai: seconds per request."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", help="openai: environment variable holding the key."),
     trust_remote_code: bool = typer.Option(False, help="hf: allow the checkpoint's own code (off by default)."),
+    judge: str = typer.Option("rules", help="Judge for the verdicts (see `videosafety judge`)."),
+    no_judge: bool = typer.Option(False, "--no-judge", help="Stop after the responses: no verdicts, no report."),
 ) -> None:
-    """Run a video LLM over a safety benchmark in the video, text and blank conditions."""
+    """Run a video LLM over a safety benchmark in the video, text and blank conditions, then
+    judge the responses and write the report."""
     from videosafety.budget import FrameBudget
     from videosafety.evaluate.runner import EvalConfig, SampleFilter, run_eval
     from videosafety.models.base import GenerationSettings
@@ -312,9 +315,108 @@ def eval_cmd(
                   f"{summary.seconds:.1f}s -> {out / 'responses.jsonl'}")
     for e in summary.error_examples:
         console.print(f"  [red]error[/red] {e}", markup=True, highlight=False)
+    if not no_judge:
+        from videosafety.judges.run import judge_slug
+
+        judged = _judge(out, judge, force=False, device=device, batch_size=64, progress=False)
+        paths = _report([out], out, judge_slug(judged.judge))
+        _print_headline(paths["results"])
     if summary.error_rate > max_error_rate:
         err_console.print(f"[red]error rate {summary.error_rate:.1%} exceeds --max-error-rate {max_error_rate:.1%}[/red]")
         raise typer.Exit(1)
+
+
+def _print_headline(results_path: Path) -> None:
+    """The numbers a person looks for first: DSR per subset and condition, FRR, the drop."""
+    res = json.loads(Path(results_path).read_text())
+    for run in res["runs"]:
+        table = Table(title=f"{run['model']} | judge {run['judge']['name']} {run['judge']['version']} | budget {run['budget_str']}")
+        table.add_column("metric")
+        conds = run["conditions"]
+        for c in conds:
+            table.add_column(c, justify="right")
+
+        def cell(rate: dict | None) -> str:
+            if not rate or rate.get("value") is None:
+                return "-"
+            lo, hi = rate["ci"] if rate.get("ci") else (None, None)
+            ci = f" [{lo:.0%}, {hi:.0%}]" if lo is not None else ""
+            return f"{rate['value']:.1%}{ci} n={rate['n']}"
+
+        for subset, by_cond in run["dsr"].items():
+            table.add_row(f"DSR {subset}", *(cell(by_cond.get(c, {}).get("all")) for c in conds))
+        for subset, by_cond in run["frr"].items():
+            table.add_row(f"FRR {subset}", *(cell(by_cond.get(c, {}).get("all")) for c in conds))
+        Console(width=max(console.width, 140)).print(table)
+        drop = run.get("drop", {}).get("HH", {}).get("text_to_video")
+        if drop and drop["relative"]["value"] is not None:
+            r = drop["relative"]
+            console.print(f"HH safety drop from video: {r['value']:.1%} relative "
+                          f"(95% CI {r['ci'][0]:.1%}..{r['ci'][1]:.1%}), "
+                          f"{drop['absolute']['value'] * 100:+.1f} points absolute" if r.get("ci") else
+                          f"HH safety drop from video: {r['value']:.1%} relative")
+
+
+def _judge(run_dir: Path, spec: str, *, force: bool, device: str, batch_size: int, progress: bool = True):
+    from videosafety.judges.run import judge_run
+    from videosafety.judges.spec import load_judge
+
+    summary = judge_run(run_dir, load_judge(spec, device=device), force=force, batch_size=batch_size,
+                        progress=progress)
+    labels = ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items()))
+    console.print(f"judge {summary.judge} ({summary.judge_version}): {summary.judged}/{summary.judgeable} judged "
+                  f"(coverage {summary.coverage:.1%}), {summary.unparsed} unparsed; {labels} -> {summary.verdict_file}")
+    for n in summary.notes:
+        console.print(f"[yellow]note:[/yellow] {n}")
+    return summary
+
+
+@app.command("judge")
+def judge_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `videosafety eval`."),
+    judge: list[str] = typer.Option(["rules"], "--judge", help="rules, llm:hf:PATH, llm:openai:MODEL@URL, "
+                                                              "rj:hf:PATH, rj:openai:MODEL@URL (repeatable)."),
+    force: bool = typer.Option(False, help="Re-judge cached verdicts."),
+    device: str = typer.Option("auto"),
+    batch_size: int = typer.Option(64),
+) -> None:
+    """Judge a run's responses (resumable, cached); several judges score one run side by side."""
+    try:
+        for spec in judge:
+            _judge(run_dir, spec, force=force, device=device, batch_size=batch_size)
+    except (ValueError, FileNotFoundError) as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+
+
+def _report(run_dirs: list[Path], out: Path, judge: str | None) -> dict:
+    from videosafety.report import write_report
+
+    paths = write_report(run_dirs, out, judge=judge)
+    for kind, path in paths.items():
+        console.print(f"{kind}: {path}")
+    return paths
+
+
+@app.command("report")
+def report_cmd(
+    run_dirs: list[Path] = typer.Argument(..., help="One run folder per model."),
+    out: Path = typer.Option(None, "--out", help="Report folder (default: the run folder, for one run)."),
+    judge: str = typer.Option(None, help="Verdict file to report (its name in verdicts/, without .jsonl)."),
+) -> None:
+    """results.json, report.md and report.html comparing one or many runs."""
+    from videosafety.report import ReportError
+
+    if out is None:
+        if len(run_dirs) > 1:
+            err_console.print("[red]error:[/red] give --out when reporting several runs")
+            raise typer.Exit(2)
+        out = run_dirs[0]
+    try:
+        _report(run_dirs, out, judge)
+    except (ReportError, FileNotFoundError) as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
 
 
 @app.command("serve")
