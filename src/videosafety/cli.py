@@ -361,7 +361,8 @@ def _judge(run_dir: Path, spec: str, *, force: bool, device: str, batch_size: in
     from videosafety.judges.run import judge_run
     from videosafety.judges.spec import load_judge
 
-    summary = judge_run(run_dir, load_judge(spec, device=device), force=force, batch_size=batch_size,
+    summary = judge_run(run_dir, load_judge(spec, device=device, batch_size=min(batch_size, 16)), force=force,
+                        batch_size=batch_size,
                         progress=progress)
     labels = ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items()))
     console.print(f"judge {summary.judge} ({summary.judge_version}): {summary.judged}/{summary.judgeable} judged "

@@ -45,7 +45,9 @@ def load_model(spec: str | None, budget: FrameBudget, options: ModelOptions = Mo
     if kind == "openai":
         from videosafety.models.openai_api import OpenAIVideoLLM
 
-        model, _, base_url = rest.rpartition("@")
+        # split at the "@" that starts the URL, so a user:password@host URL stays whole
+        cut = rest.find("@http")
+        model, base_url = (rest[:cut], rest[cut + 1:]) if cut > 0 else rest.rpartition("@")[::2]
         return OpenAIVideoLLM(model, base_url, **options.openai)
     from videosafety.models.hf import HFVideoLLM
 

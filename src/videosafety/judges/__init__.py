@@ -1,0 +1,1 @@
+"""Judges: rules (offline default), LLM rubric, logprob expected score."""
