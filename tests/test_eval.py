@@ -158,3 +158,22 @@ def test_model_spec_errors():
     assert r.exit_code == 2 and "expected hf:PATH_OR_ID" in r.output
     r = runner.invoke(app, ["eval", "--model", "ref:refuse-all", "--conditions", "video,audio"])
     assert r.exit_code == 2 and "audio" in r.output
+
+
+@pytest.mark.parametrize("policy,dsr,frr", [("refuse-all", 1.0, 1.0), ("comply-all", 0.0, 0.0)])
+def test_eval_judges_and_reports_reference_policies_at_their_bounds(mini, tmp_path, policy, dsr, frr):
+    """The main job end to end: responses -> rules verdicts -> results.json/report, and the
+    reference policies put every metric at its bound in every condition."""
+    out = tmp_path / policy
+    r = runner.invoke(app, ["eval", "--bench", str(mini), "--model", f"ref:{policy}", "--out", str(out), "--limit", "120"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    run = res["runs"][0]
+    assert run["judge"]["name"] == "rules" and run["coverage"]["all"]["coverage"] == 1.0
+    for cond in ("video", "text", "blank"):
+        for subset in ("HH", "SH", "HB"):
+            assert run["dsr"][subset][cond]["all"]["value"] == dsr
+        assert run["frr"]["SafeQ"][cond]["all"]["value"] == frr
+        assert 25 <= run["dsr"]["HH"][cond]["all"]["n"] <= 35  # 120 evenly spread over 4 subsets
+    assert (out / "report.html").stat().st_size > 10_000 and "DSR" in (out / "report.md").read_text()
+    assert "DSR HH" in r.output
