@@ -190,6 +190,10 @@ def train_data(
     console.print(f"wrote {n} {kind} records to {out}")
 
 
+# `videosafety eval` with no options must finish within minutes on 2 cores, first run included.
+DEMO_DEFAULT_LIMIT = 400
+
+
 def _csv(value: str | None) -> tuple[str, ...] | None:
     return tuple(x.strip() for x in value.split(",") if x.strip()) if value else None
 
@@ -215,7 +219,7 @@ def eval_cmd(
     num_frames: int = typer.Option(None, help="A fixed number of frames, uniformly spread."),
     max_frames: int = typer.Option(None, help="Most frames per video (default 90)."),
     max_pixels: int = typer.Option(None, help="Most pixels per frame (the processor resizes)."),
-    max_new_tokens: int = typer.Option(256, help="Most new tokens per response."),
+    max_new_tokens: int = typer.Option(None, help="Most new tokens per response (default 256; the demo's own for it)."),
     temperature: float = typer.Option(0.0, help="0 = greedy (default); above 0 samples."),
     top_p: float = typer.Option(1.0),
     seed: int = typer.Option(0),
@@ -252,12 +256,16 @@ def eval_cmd(
         raise typer.Exit(2)
     notes = []
     if kind == "demo":
-        from videosafety.models.demo import DEMO_BUDGET, DEMO_EVAL_LIMIT
+        from videosafety.models.demo import DEMO_BUDGET, DEMO_MAX_NEW_TOKENS
 
-        budget = DEMO_BUDGET
+        budget = DEMO_BUDGET  # the budget the demo model was trained with
+        if max_new_tokens is None:  # its longest answer, with room: a batch runs to its longest row
+            max_new_tokens = DEMO_MAX_NEW_TOKENS
         if limit is None and bench == "vsb-mini":
-            limit = DEMO_EVAL_LIMIT
-            notes.append(f"demo default: a stratified subset of {limit} eval samples (--limit to change)")
+            limit = DEMO_DEFAULT_LIMIT
+            notes.append(f"default: a stratified subset of {limit} of VSB-mini's 1,520 eval samples, evenly "
+                         "spread over sub-categories, subsets and languages (--limit 1520 for all)")
+        notes.append("the demo model is a synthetic demonstration model trained on VSB-mini only")
     else:
         budget = FrameBudget()
     if any(x is not None for x in (fps, num_frames, max_frames, max_pixels)):
@@ -277,7 +285,7 @@ def eval_cmd(
         manifest: str | Path = default_vsb_mini()
     else:
         manifest = bench
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
+    settings = GenerationSettings(max_new_tokens=max_new_tokens or 256, do_sample=temperature > 0,
                                   temperature=temperature if temperature > 0 else 1.0, top_p=top_p, seed=seed)
     flt = SampleFilter(split=None if split == "all" else split, subsets=_csv(subsets), languages=_csv(languages),
                        categories=_csv(categories), limit=limit)
