@@ -223,7 +223,7 @@ def eval_cmd(
     temperature: float = typer.Option(0.0, help="0 = greedy (default); above 0 samples."),
     top_p: float = typer.Option(1.0),
     seed: int = typer.Option(0),
-    batch_size: int = typer.Option(8, help="Prompts per generate call."),
+    batch_size: int = typer.Option(None, help="Prompts per generate call (default 8; 16 for the demo)."),
     out: Path = typer.Option(None, "--out", help="Run folder (default runs/eval-<model>); rerun to resume."),
     force: bool = typer.Option(False, help="Recompute cached responses."),
     max_error_rate: float = typer.Option(0.05, help="Exit non-zero when the share of failed rows exceeds this."),
@@ -261,6 +261,7 @@ def eval_cmd(
         budget = DEMO_BUDGET  # the budget the demo model was trained with
         if max_new_tokens is None:  # its longest answer, with room: a batch runs to its longest row
             max_new_tokens = DEMO_MAX_NEW_TOKENS
+        batch_size = batch_size or 16
         if limit is None and bench == "vsb-mini":
             limit = DEMO_DEFAULT_LIMIT
             notes.append(f"default: a stratified subset of {limit} of VSB-mini's 1,520 eval samples, evenly "
@@ -297,6 +298,7 @@ def eval_cmd(
     dev = device
     if state.num_processes > 1 and device == "auto" and state.device.type == "cuda":
         dev = str(state.device)
+    batch_size = batch_size or 8
     options = ModelOptions(device=dev, dtype=dtype, batch_size=batch_size, trust_remote_code=trust_remote_code,
                            openai={"frames_as": frames_as, "max_concurrency": concurrency, "timeout": timeout,
                                    "api_key_env": api_key_env})
