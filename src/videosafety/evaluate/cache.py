@@ -46,15 +46,22 @@ def cache_key(fingerprint: str, sample: Sample, condition: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def open_store(path: str | Path, schema: str) -> sqlite3.Connection:
+    """A SQLite store that several processes (data-parallel runs) share: WAL and a busy
+    timeout; autocommit, so callers open one explicit transaction per batch."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=120, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return db
+
+
 class ResponseCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Several processes (data-parallel evaluation) share one file: WAL + a busy timeout.
-        self.db = sqlite3.connect(self.path, timeout=120, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        self.db = open_store(self.path, _SCHEMA)
 
     def close(self) -> None:
         self.db.close()

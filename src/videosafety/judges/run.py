@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -106,12 +105,10 @@ class VerdictCache:
     """SQLite store of verdicts (one transaction per batch; WAL, like the response cache)."""
 
     def __init__(self, path: str | Path):
+        from videosafety.evaluate.cache import open_store
+
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=120, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        self.db = open_store(self.path, _SCHEMA)
 
     def close(self) -> None:
         self.db.close()
