@@ -4,7 +4,6 @@ shipped weights and what they do on VSB-mini's eval split, and a shortened run o
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections import Counter
 
@@ -194,17 +193,6 @@ def test_distractor_views_keep_the_deciding_phrase(mini, records):
     assert [r.query for r in demo.demo_records(mini[0])[:400]] == [r.query for r in records[:400]]
     other = demo.demo_records(mini[0], seed=1)
     assert [r.query for r in other if "distractor" in r.id][:50] != [r.query for r in views][:50]
-
-
-def test_distractor_lengths_do_not_give_the_label_away(mini):
-    _, samples = mini
-    rng = random.Random(0)
-    lengths: dict[str, list[int]] = {"HH": [], "SafeQ": []}
-    for s in samples:
-        if s.split == "train" and s.language == "en" and s.subset in lengths:
-            lengths[s.subset].append(len(demo.distractor_query(s, rng).split()))
-    mean = {k: sum(v) / len(v) for k, v in lengths.items()}
-    assert abs(mean["HH"] - mean["SafeQ"]) < 3
 
 
 def test_records_refuse_an_unknown_split(mini):

@@ -199,8 +199,8 @@ def demo_records(manifest: str | Path, split: str = "train", *, augment: bool = 
 # The slot of VSB-mini's text that makes each subset's query what it is (HB has none: its
 # queries only point at the video).
 _PHRASE_SLOT = {"HH": "act", "SH": "act", "SafeQ": "topic", "HB": None}
-# SafeQ gets two views so that the phrase-bearing views are balanced between the harmful
-# activity (HH, SH: refuse) and the benign topic (SafeQ: help).
+# Distractor views per sample (in each condition): with the sample itself, two thirds of the
+# mixture then carry no template cue.
 _DISTRACTOR_VIEWS = {"HH": 2, "SH": 2, "SafeQ": 2, "HB": 2}
 _UNSPACED = {"zh", "ja"}  # scripts written without spaces: distractors are character spans
 _SLOT_RE = re.compile(r"\{\w+\}")
@@ -217,39 +217,30 @@ def _units(text: str, language: str) -> list[str]:
 
 
 @lru_cache(maxsize=None)
-def _distractor_pool(language: str, split: str) -> tuple[tuple[str, ...], int]:
-    """(units of the split's query templates of every kind, slots removed; the longest phrase's
-    length in units) for a language."""
+def _distractor_pool(language: str, split: str) -> tuple[str, ...]:
+    """Units (``_units``) of the split's query templates of every kind in a language, slots
+    removed: context that says nothing about the label."""
     from videosafety.data.vsb_mini.text import load_texts
 
-    text = load_texts()[language]
-    templates = [t for by_split in text.templates.values() for t in by_split[split]]
-    units = [u for t in templates for u in _units(_SLOT_RE.sub(" ", t), language)]
-    longest = max(len(_units(p, language)) for sub in text.phrases.values() for p in sub.values())
-    return tuple(units), longest
+    templates = [t for by_split in load_texts()[language].templates.values() for t in by_split[split]]
+    return tuple(u for t in templates for u in _units(_SLOT_RE.sub(" ", t), language))
 
 
-def distractor_query(sample, rng, *, extra_units: int = 12) -> str:
+def distractor_query(sample, rng, *, max_units: int = 10) -> str:
     """The sample's deciding phrase (the harmful activity for HH/SH, the topic for SafeQ, none for
-    HB) among random words of the split's templates, drawn from all three template kinds alike.
-
-    The query's length is drawn first, the same way for every subset (1 to the language's longest
-    phrase + extra_units units), and filled up with distractors: harmful activities are longer
-    phrases than topics, and a model that can count would otherwise learn "long = harmful". The
-    template's wording and the query's length then predict nothing; the phrase decides, which is
-    what carries over to the eval split's unseen templates."""
+    HB) among 0..max_units random units of the split's templates (2..max_units for HB), drawn
+    from all three template kinds alike, so that the template's wording predicts nothing and the
+    phrase decides: what carries over to the eval split's unseen templates."""
     from videosafety.data.vsb_mini.text import load_texts
 
     if sample.subset not in _PHRASE_SLOT:
         raise ValueError(f"sample {sample.id!r}: unknown subset {sample.subset!r}")
     slot = _PHRASE_SLOT[sample.subset]
-    pool, longest = _distractor_pool(sample.language, sample.split)
-    phrase = load_texts()[sample.language].phrases[sample.subcategory][slot] if slot else None
-    length = rng.randint(1, longest + extra_units)
-    n = max(0, length - (len(_units(phrase, sample.language)) if phrase else 0))
+    pool = _distractor_pool(sample.language, sample.split)
+    n = rng.randint(0 if slot else 2, max_units)
     words = [rng.choice(pool) for _ in range(n)]
-    if phrase:
-        words.insert(rng.randint(0, n), phrase)
+    if slot:
+        words.insert(rng.randint(0, n), load_texts()[sample.language].phrases[sample.subcategory][slot])
     return ("" if sample.language in _UNSPACED else " ").join(words).strip()
 
 
