@@ -83,6 +83,13 @@ def _raw_rows(path: Path) -> Iterator[tuple[int, dict | ManifestProblem]]:
                         continue
                 yield row, rec
         return
+    yield from iter_jsonl_objects(path)
+
+
+def iter_jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict | ManifestProblem]]:
+    """(line, object) for every non-blank line of a JSONL file, or (line, problem) for a line
+    that is not one JSON object; never stops at a bad line."""
+    name = str(path)
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():

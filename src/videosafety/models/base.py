@@ -41,6 +41,18 @@ class ModelInput:
         return self.frames is not None
 
 
+def check_frames(frames: np.ndarray) -> np.ndarray:
+    """Frames as every backend takes them: a non-empty uint8 (T, H, W, 3) array."""
+    arr = np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"frames must be a (T, H, W, 3) array, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {arr.dtype}")
+    if len(arr) == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ValueError(f"frames is empty (shape {arr.shape})")
+    return arr
+
+
 @dataclass(frozen=True)
 class FailedResponse:
     """A request that failed (server error, timeout after retries, refused input). Backends

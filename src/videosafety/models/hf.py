@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..budget import FrameBudget
-from .base import GenerationSettings, ModelInput, NoVisualTokensError
+from .base import GenerationSettings, ModelInput, NoVisualTokensError, check_frames
 
 log = logging.getLogger(__name__)
 
@@ -368,17 +368,6 @@ class HFVideoLLM:
         return {"total_num_frames": total, "fps": clock, "frames_indices": idx,
                 "duration": total / clock, "height": h, "width": w}
 
-    @staticmethod
-    def _frames_array(frames: np.ndarray) -> np.ndarray:
-        arr = np.asarray(frames)
-        if arr.ndim != 4 or arr.shape[-1] != 3:
-            raise ValueError(f"frames must be a (T, H, W, 3) array, got shape {arr.shape}")
-        if arr.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8, got {arr.dtype}")
-        if len(arr) == 0:
-            raise ValueError("frames is empty")
-        return np.ascontiguousarray(arr)
-
     def render_training_text(self, inp: ModelInput, response: str) -> tuple[str, str]:
         """(prompt, full text) of a conversation whose assistant turn is ``response``.
 
@@ -459,7 +448,7 @@ class HFVideoLLM:
                 if n > 1:
                     raise ValueError(f"input {i}: the prompt holds {n} {self.video_token!r} placeholders for "
                                      "one video (does the query or system text contain it?)")
-                videos.append(self._frames_array(inp.frames))
+                videos.append(np.ascontiguousarray(check_frames(inp.frames)))
                 metadata.append(self.video_metadata(inp))
             elif n:
                 raise ValueError(f"input {i} is text-only but its prompt holds {self.video_token!r} "

@@ -64,7 +64,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from ..budget import DEFAULT_FPS
-from .base import FailedResponse, GenerationSettings, ModelInput
+from .base import FailedResponse, GenerationSettings, ModelInput, check_frames
 
 log = logging.getLogger(__name__)
 
@@ -109,17 +109,6 @@ def _run_sync(coro_factory):
 # encoding frames
 
 
-def _check_frames(frames: np.ndarray) -> np.ndarray:
-    arr = np.asarray(frames)
-    if arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ValueError(f"frames must be a (T, H, W, 3) array, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8, got {arr.dtype}")
-    if len(arr) == 0 or arr.shape[1] == 0 or arr.shape[2] == 0:
-        raise ValueError(f"frames is empty (shape {arr.shape})")
-    return arr
-
-
 def input_fps(inp: ModelInput) -> float | None:
     """The sampling rate of an input's frames: video_fps, else from its timestamps, else None."""
     if inp.video_fps is not None:
@@ -141,7 +130,7 @@ def encode_mp4(frames: np.ndarray, fps: float, *, lossless: bool = False, crf: i
     """
     import av
 
-    arr = _check_frames(frames)
+    arr = check_frames(frames)
     if not (fps > 0 and math.isfinite(fps)):
         raise ValueError(f"fps must be positive, got {fps}")
     if not lossless:
@@ -383,7 +372,7 @@ class OpenAIVideoLLM:
         if inp.frames is None:
             messages.append({"role": "user", "content": inp.query})
         else:
-            frames = _check_frames(inp.frames)
+            frames = check_frames(inp.frames)
             fps = input_fps(inp)
             if self.frames_as == "video_url":
                 mp4 = encode_mp4(frames, fps or DEFAULT_FPS, lossless=self.video_lossless, crf=self.video_crf)

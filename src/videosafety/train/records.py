@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from videosafety import tags, taxonomy
-from videosafety.data.manifest import ManifestError, ManifestProblem, validation_problems
+from videosafety.data.manifest import ManifestError, ManifestProblem, iter_jsonl_objects, validation_problems
 from videosafety.schema import check_relative_path
 
 # Problems and errors are the manifest reader's types: one shape of "file:line: field: message".
@@ -132,24 +132,15 @@ def iter_record_rows(path: str | Path, cls: type[SFTRecord] = SFTRecord,
                      ) -> Iterator[tuple[int, SFTRecord | list[ManifestProblem]]]:
     """Every non-blank line as (line, record) or (line, problems); never stops at a bad row
     and never drops one: for validators that want every problem at once."""
-    path = Path(path)
     name = str(path)
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                yield line_no, [ManifestProblem(name, line_no, "", f"not valid JSON ({e})")]
-                continue
-            if not isinstance(rec, dict):
-                yield line_no, [ManifestProblem(name, line_no, "", "a line must hold one JSON object")]
-                continue
-            try:
-                yield line_no, cls.model_validate(rec)
-            except ValidationError as e:
-                yield line_no, validation_problems(name, line_no, e)
+    for line_no, rec in iter_jsonl_objects(path):
+        if isinstance(rec, ManifestProblem):
+            yield line_no, [rec]
+            continue
+        try:
+            yield line_no, cls.model_validate(rec)
+        except ValidationError as e:
+            yield line_no, validation_problems(name, line_no, e)
 
 
 def iter_records(path: str | Path, cls: type[SFTRecord] = SFTRecord) -> Iterator[SFTRecord]:
