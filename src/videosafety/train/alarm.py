@@ -572,17 +572,21 @@ class AlarmModel(nn.Module):
         ht = hidden[rows, pos[:, 1]].to(dt)
         return self.visual_head(hv).squeeze(-1), self.textual_head(ht).squeeze(-1)
 
-    def forward(self, alarm_positions: torch.Tensor | None = None, **batch) -> AlarmOutput:
+    def forward(self, alarm_positions: torch.Tensor | None = None, *, heads: bool = True, **batch) -> AlarmOutput:
         """One pass of the base model on ``batch`` (all multimodal entries passed through) with the
         alarm vectors in place; heads read the final hidden state at ``alarm_positions`` (B, 2)
         (None: located from ``input_ids``). With ``labels`` in the batch, ``lm_loss`` is the base
-        model's mean CE over supervised tokens."""
+        model's mean CE over supervised tokens. ``heads=False`` skips the heads (their logits are
+        None) and keeps no hidden states: GRPO needs only the logits."""
         pos = self._check_positions(alarm_positions, batch["input_ids"])
         batch.pop("output_hidden_states", None)
         batch.pop("return_dict", None)
         batch.setdefault("use_cache", False)  # one pass, no decoding: a KV cache is only memory
         with self.active():
-            out = self.base(**batch, output_hidden_states=True, return_dict=True)
+            out = self.base(**batch, output_hidden_states=heads, return_dict=True)
+        if not heads:
+            return AlarmOutput(logits=out.logits, video_logit=None, query_logit=None,
+                               lm_loss=getattr(out, "loss", None))
         video_logit, query_logit = self._heads(out.hidden_states[-1], pos)
         return AlarmOutput(logits=out.logits, video_logit=video_logit, query_logit=query_logit,
                            lm_loss=getattr(out, "loss", None))

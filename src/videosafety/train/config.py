@@ -14,14 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from videosafety.budget import FrameBudget
 
-# What each stage trains (spec §3.2-3.3). "plain" is ordinary SFT with no alarm tokens, used for
-# baselines and the demo model.
-Stage = Literal["plain", "1", "2", "cot"]
+# What each stage trains (spec §3.2-3.4). "plain" is ordinary SFT with no alarm tokens, used for
+# baselines and the demo model; "grpo" is stage 4.
+Stage = Literal["plain", "1", "2", "cot", "grpo"]
 STAGE_TRAINS: dict[str, tuple[str, ...]] = {
     "plain": ("llm",),
     "1": ("llm", "alarm"),
     "2": ("llm", "alarm", "heads"),
     "cot": ("llm",),
+    "grpo": ("llm",),
 }
 
 
@@ -38,6 +39,23 @@ class LoraSettings(BaseModel):
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class GRPOSettings(BaseModel):
+    """Stage 4 (spec §3.4). Defaults are the reference recipe's."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_generations: int = Field(6, ge=2)  # G completions per prompt
+    prompts_per_step: int = Field(8, ge=1)  # global: split across processes
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(768, ge=1)
+    epsilon: float = Field(0.2, ge=0)
+    epsilon_high: float | None = Field(None, ge=0)  # upper clip; None = epsilon
+    beta: float = Field(0.04, ge=0)  # k3 KL weight; 0 = no reference model
+    num_iterations: int = Field(1, ge=1)  # optimizer steps per generated batch
+    loss_aggregation: Literal["sequence", "token"] = "sequence"
+    log_completions: int = Field(2, ge=0)  # completions per logged step written to completions.jsonl
 
 
 class TrainConfig(BaseModel):
@@ -78,6 +96,7 @@ class TrainConfig(BaseModel):
     log_every: int = Field(1, ge=1)
     num_workers: int = Field(0, ge=0)  # data loading processes (decoding runs there)
     device: str = "auto"
+    grpo: GRPOSettings = Field(default_factory=GRPOSettings)  # stage grpo only
 
     @property
     def trains(self) -> tuple[str, ...]:
@@ -85,6 +104,7 @@ class TrainConfig(BaseModel):
 
     @property
     def uses_alarms(self) -> bool:
+        # GRPO takes an alarm checkpoint (stage 4) or a plain model: the checkpoint decides.
         return self.stage != "plain"
 
     @property

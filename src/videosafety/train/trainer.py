@@ -47,13 +47,14 @@ def load_for_stage(cfg: TrainConfig) -> Loaded:
     from videosafety.models.hf import HFVideoLLM
 
     dtype = "bfloat16" if cfg.mixed_precision == "bf16" else "float32"
-    llm = HFVideoLLM(cfg.model, device="cpu", dtype=dtype, budget=cfg.budget)
-    if not cfg.uses_alarms:
-        return Loaded(llm, llm.model, None)
     from videosafety.train import alarm as at
 
-    if at.is_alarm_checkpoint(cfg.model):
-        model = at.AlarmModel.from_pretrained(cfg.model, base=llm.model)
+    llm = HFVideoLLM(cfg.model, device="cpu", dtype=dtype, budget=cfg.budget)
+    alarm_ckpt = at.is_alarm_checkpoint(cfg.model)
+    if not cfg.uses_alarms or (cfg.stage == "grpo" and not alarm_ckpt):
+        return Loaded(llm, llm.model, None)
+    if alarm_ckpt:
+        model = llm.alarm_model if llm.alarm_model is not None else at.AlarmModel.from_pretrained(cfg.model, base=llm.model)
         ids = model.alarm
     elif cfg.stage == "cot":
         raise ValueError(f"{cfg.model}: stage cot starts from an alarm-token checkpoint (stage 2's output)")
@@ -70,7 +71,7 @@ def trainable_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     and projector never train (spec §3.1)."""
     for p in model.parameters():
         p.requires_grad_(False)
-    if cfg.uses_alarms:
+    if hasattr(model, "param_groups"):  # an AlarmModel
         groups = model.param_groups()
     else:
         from videosafety.train.alarm import language_parameters
@@ -101,10 +102,26 @@ def _forward(model, batch: Batch, uses_heads: bool):
     return model(**inputs, use_cache=False).logits, None, None  # one pass: a KV cache is only memory
 
 
-def _latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / CHECKPOINT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    done = [c for c in ckpts if (c / STATE_FILE).exists()]  # a checkpoint without state was cut off
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted((out / CHECKPOINT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    done = [c for c in _checkpoints(out) if (c / STATE_FILE).exists()]  # a checkpoint without state was cut off
     return done[-1] if done else None
+
+
+def save_checkpoint(accelerator, out: Path, step: int, state: dict, *, keep: int) -> None:
+    """accelerate's state (model, optimizer, scheduler, RNG) plus the trainer's position; the
+    state file is written last, so a checkpoint cut off mid-save is never resumed from."""
+    path = out / CHECKPOINT_DIR / f"step-{step}"
+    accelerator.save_state(str(path))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (path / STATE_FILE).write_text(json.dumps(state))
+        for old in _checkpoints(out)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
 
 
 def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: int | None = None) -> Path:
@@ -172,7 +189,7 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
     engine_reduce = world > 1 and not manual_reduce
 
     step, epoch, micro_done = 0, 0, 0
-    resume = _latest_checkpoint(out)
+    resume = latest_checkpoint(out)
     if resume is not None:
         accelerator.load_state(str(resume))
         state = json.loads((resume / STATE_FILE).read_text())
@@ -187,17 +204,6 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
     if progress and accelerator.is_main_process:
         from tqdm.auto import tqdm
         bar = tqdm(total=total_steps, initial=step, desc=f"stage {cfg.stage}", unit="step")
-
-    def save_checkpoint() -> None:
-        path = out / CHECKPOINT_DIR / f"step-{step}"
-        accelerator.save_state(str(path))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            (path / STATE_FILE).write_text(json.dumps({"step": step, "epoch": epoch, "micro_in_epoch": micro_done}))
-            ckpts = sorted((out / CHECKPOINT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-            for old in ckpts[:-cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
 
     dropped_total = 0
     stopped_early = False
@@ -284,7 +290,8 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
             if bar is not None:
                 bar.update(1)
             if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-                save_checkpoint()
+                save_checkpoint(accelerator, out, step, {"step": step, "epoch": epoch, "micro_in_epoch": micro_done},
+                                keep=cfg.keep_checkpoints)
             if stop_after_steps is not None and step >= stop_after_steps:
                 stopped_early = True
                 break
