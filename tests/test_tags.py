@@ -118,3 +118,14 @@ def test_grpo_instruction_names_every_tag_and_the_convention():
 def test_has_tags():
     assert tags.has_tags("x </textType>")
     assert not tags.has_tags("I can't help with that.")
+
+
+def test_user_facing_is_the_answer_block_of_a_tagged_response():
+    from videosafety.tags import format_cot, user_facing
+
+    tagged = format_cot("the video is harmful", "I can't help with that.", 1, 1)
+    assert user_facing(tagged) == "I can't help with that."
+    assert user_facing("plain reply") == "plain reply"
+    # tagged but no answer block: judged whole, nothing hidden from the judge
+    broken = "<think>step one</think> here is the reply"
+    assert user_facing(broken) == broken

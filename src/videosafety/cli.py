@@ -174,18 +174,19 @@ def train_cot(
 def train_data(
     bench: Path = typer.Option(..., help="Benchmark manifest (or its folder) to build records from."),
     out: Path = typer.Option(..., help="Records JSONL to write (video paths are made relative to its folder)."),
-    kind: str = typer.Option("at-sft", help="at-sft (safety + general mixture) or cot (tagged targets)."),
+    kind: str = typer.Option("at-sft", help="at-sft (safety + general mixture), cot (tagged targets) "
+                                           "or grpo (GRPO problems: safety + free-form general)."),
     split: str = typer.Option("train", help="Benchmark split to use."),
 ) -> None:
     """Build training records from a benchmark manifest (e.g. VSB-mini's train split)."""
     from videosafety.train import builders
     from videosafety.train.records import write_records
 
-    if kind not in ("at-sft", "cot"):
-        err_console.print("[red]error:[/red] --kind must be at-sft or cot")
+    builds = {"at-sft": builders.build_at_sft, "cot": builders.build_cot, "grpo": builders.build_grpo}
+    if kind not in builds:
+        err_console.print(f"[red]error:[/red] --kind must be one of {', '.join(builds)}")
         raise typer.Exit(2)
-    build = builders.build_at_sft if kind == "at-sft" else builders.build_cot
-    records = build(bench, split=split, out_dir=out.parent)
+    records = builds[kind](bench, split=split, out_dir=out.parent)
     n = write_records(records, out)
     console.print(f"wrote {n} {kind} records to {out}")
 
@@ -471,17 +472,22 @@ def tiny_model(
 
 @train_app.command("import")
 def train_import(
-    reference: Path = typer.Argument(..., help="The reference recipe's JSON/JSONL (VideoLLaMA3 conversation format)."),
+    reference: Path = typer.Argument(..., help="The reference recipe's JSON/JSONL (VideoLLaMA3 conversation "
+                                                "format; with --kind grpo, Video-R1-style RL data)."),
     out: Path = typer.Option(..., help="Records JSONL; write it in the folder the video paths are relative to."),
     legacy_labels: bool = typer.Option(False, "--legacy-labels", help="The file uses 0 = harmful: flip every label."),
-    kind: str = typer.Option("safety", help="safety (labels required) or general (safe/safe)."),
+    kind: str = typer.Option("safety", help="safety (labels required), general (safe/safe) or grpo (GRPO problems, "
+                                            "Video-R1 format)."),
 ) -> None:
     """Import the public VideoSafety-R1 recipe's data into typed records."""
     from videosafety.data.manifest import ManifestError
-    from videosafety.train.records import import_reference, write_records
+    from videosafety.train.records import import_reference, import_reference_grpo, write_records
 
     try:
-        records = import_reference(reference, legacy_labels=legacy_labels, kind=kind)
+        if kind == "grpo":
+            records = import_reference_grpo(reference, legacy_labels=legacy_labels)
+        else:
+            records = import_reference(reference, legacy_labels=legacy_labels, kind=kind)
     except (ManifestError, ValueError, FileNotFoundError) as e:
         err_console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2)

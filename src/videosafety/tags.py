@@ -3,9 +3,10 @@
 A tagged completion reads
 ``<think>…</think><answer>…</answer><vidType>v</vidType><textType>t</textType>``
 with v, t the per-modality labels (1 harmful, 0 safe; taxonomy's convention). The CoT
-cold-start targets are written with `format_cot`, the GRPO format reward uses
-`is_well_formed`, the task reward reads labels and answer with `parse_tagged`, and the GRPO
-prompt carries `GRPO_INSTRUCTION`; nothing else spells a tag name.
+cold-start targets are written with `format_cot` and the GRPO references with
+`format_solution`, the GRPO format reward uses `is_well_formed`, the task reward reads labels
+and answer with `parse_tagged`, and the GRPO prompt carries `GRPO_INSTRUCTION`; nothing else
+spells a tag name.
 """
 
 from __future__ import annotations
@@ -60,21 +61,42 @@ def _check_label(name: str, value: object) -> int:
     return value
 
 
+def _check_content(name: str, text: str) -> str:
+    found = [m for m in _MARKERS if m in text]
+    if found:
+        raise ValueError(f"{name} text must not contain tags, found {', '.join(found)}")
+    return text
+
+
+def _tagged(think: str | None, answer: str, video_label: int, query_label: int) -> str:
+    # The one writer of tagged text, so CoT targets and GRPO references reject exactly the
+    # same inputs and spell the blocks the same way; think=None leaves the think block out.
+    v = _check_label("video_label", video_label)
+    t = _check_label("query_label", query_label)
+    head = "" if think is None else f"<{THINK}>{_check_content('think', think)}</{THINK}>"
+    return (
+        f"{head}<{ANSWER}>{_check_content('answer', answer)}</{ANSWER}>"
+        f"<{VIDTYPE}>{v}</{VIDTYPE}><{TEXTTYPE}>{t}</{TEXTTYPE}>"
+    )
+
+
 def format_cot(think: str, answer: str, video_label: int, query_label: int) -> str:
     """The CoT target ``<think>think</think><answer>answer</answer><vidType>v</vidType><textType>t</textType>``.
 
     Raises ValueError when a label is not 0/1 or when think/answer contain a tag of their
     own (it would make the target parse differently from what was meant)."""
-    v = _check_label("video_label", video_label)
-    t = _check_label("query_label", query_label)
-    for name, text in (("think", think), ("answer", answer)):
-        found = [m for m in _MARKERS if m in text]
-        if found:
-            raise ValueError(f"{name} text must not contain tags, found {', '.join(found)}")
-    return (
-        f"<{THINK}>{think}</{THINK}><{ANSWER}>{answer}</{ANSWER}>"
-        f"<{VIDTYPE}>{v}</{VIDTYPE}><{TEXTTYPE}>{t}</{TEXTTYPE}>"
-    )
+    return _tagged(think, answer, video_label, query_label)
+
+
+def format_solution(answer: str, video_label: int, query_label: int) -> str:
+    """The GRPO safety reference ``<answer>answer</answer><vidType>v</vidType><textType>t</textType>``.
+
+    What the DRA task reward (videosafety.rewards) compares a completion with; no think
+    block, since the reward never reads one. Same checks as format_cot, plus a non-blank
+    answer: a blank reference would hold every completion's ROUGE at 0 unnoticed."""
+    if not isinstance(answer, str) or not answer.strip():
+        raise ValueError(f"answer must be non-blank text, got {answer!r}")
+    return _tagged(None, answer, video_label, query_label)
 
 
 def is_well_formed(text: str) -> bool:
@@ -113,3 +135,13 @@ def parse_tagged(text: str) -> TaggedOutput:
 def has_tags(text: str) -> bool:
     """Whether any tag marker occurs in text (tagged, or trying to be)."""
     return isinstance(text, str) and any(m in text for m in _MARKERS)
+
+
+def user_facing(text: str) -> str:
+    """What a reasoning model's user reads: the <answer> block of a tagged response, else the
+    whole text. A tagged response without an answer block is judged whole, since harmful help
+    may sit anywhere in it."""
+    if not has_tags(text):
+        return text
+    answer = parse_tagged(text).answer
+    return text if answer is None else answer

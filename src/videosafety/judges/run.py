@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from pathlib import Path
 
+from videosafety import tags
 from videosafety.judges.base import Judge, JudgeInput, Verdict
 
 VERDICT_DIR = "verdicts"
@@ -201,7 +202,7 @@ def load_intentions(run_dir: str | Path) -> tuple[dict[str, str | None] | None, 
 def judge_input(row: dict, intentions: dict[str, str | None] | None) -> JudgeInput:
     return JudgeInput(sample_id=row["sample_id"], condition=row["condition"], subset=row["subset"],
                       subcategory=row.get("subcategory", ""), language=row.get("language", ""),
-                      query=row.get("prompt") or "", response=row["response"],
+                      query=row.get("prompt") or "", response=tags.user_facing(row["response"]),
                       harmful_intention=None if intentions is None else intentions.get(row["sample_id"]))
 
 

@@ -6,6 +6,8 @@
 - `build_general`: those general samples alone: benign questions about VSB-mini's safe
   scenes, answered with templated facts about what the renderer draws.
 - `build_cot`: CoT cold-start targets (spec §3.3) templated from labels and reference responses.
+- `build_grpo`: GRPO prompts (spec §3.4): the AT-SFT mixture as problems, every sample a
+  "safety" problem with a tagged solution, every general sample a "free_form" one.
 
 Video paths. A record's video is relative to the folder of the records file that holds it.
 With out_dir=None (default) paths stay manifest-relative: write the records file beside the
@@ -30,7 +32,7 @@ from typing import Literal
 from videosafety import tags, taxonomy
 from videosafety.data.manifest import iter_samples, resolve_manifest
 from videosafety.schema import Sample
-from videosafety.train.records import CoTRecord, SFTRecord
+from videosafety.train.records import CoTRecord, GRPORecord, SFTRecord
 
 
 class BuildError(ValueError):
@@ -355,3 +357,26 @@ def build_cot(manifest: str | Path, *, split: str = "train", out_dir: str | Path
         fields["provenance"]["think_language"] = lang if lang in _THINK else "en"
         out.append(CoTRecord(**fields, response=response))
     return out
+
+
+# ---------------------------------------------------------------- GRPO
+
+def grpo_problem(record: SFTRecord) -> GRPORecord:
+    """An SFT record as a GRPO problem with the same prompt, labels and provenance: a safety
+    record becomes problem_type "safety" with solution tags.format_solution(response, labels);
+    a general one "free_form" with its response as the solution."""
+    fields = record.model_dump(exclude={"response"})
+    if record.kind == "safety":
+        return GRPORecord(**fields, problem_type="safety",
+                          solution=tags.format_solution(record.response, record.video_label, record.query_label))
+    return GRPORecord(**fields, problem_type="free_form", solution=record.response)
+
+
+def build_grpo(manifest: str | Path, *, split: str = "train", out_dir: str | Path | None = None,
+               general_per_scene: int = DEFAULT_GENERAL_PER_SCENE, seed: int = 0,
+               captions: Mapping[str, Sequence[str]] | None = None) -> list[GRPORecord]:
+    """GRPO problems from build_at_sft's mixture (same arguments, same order): every sample of
+    the split as a "safety" problem (query: the sample's query; the trainer appends the
+    per-type answer instruction), then the general samples as "free_form" problems."""
+    return [grpo_problem(r) for r in build_at_sft(manifest, split=split, general_per_scene=general_per_scene,
+                                                  seed=seed, out_dir=out_dir, captions=captions)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +34,31 @@ _LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 def _relative_inside(v: str) -> str:
     return check_relative_path(v, "the records file's folder")
+
+
+def _check_video(v: str | None) -> str | None:
+    return None if v is None else _relative_inside(v)
+
+
+def _check_label(v: Any) -> int:
+    # Strict: a JSON true/false or "1" is not a label in our convention, it is a sign of
+    # data written under another one (spec §1.4: convert explicitly, never guess).
+    if isinstance(v, bool) or not isinstance(v, int) or v not in (taxonomy.SAFE, taxonomy.HARMFUL):
+        raise ValueError(f"must be the integer {taxonomy.HARMFUL} (harmful) or {taxonomy.SAFE} (safe), got {v!r}")
+    return v
+
+
+def _check_subcategory(v: str | None) -> str | None:
+    if v is not None and v not in taxonomy.SUBCATEGORIES:
+        raise ValueError(f"unknown sub-category {v!r}")
+    return v
+
+
+def _check_language(v: str | None) -> str | None:
+    # Training data may hold languages beyond the benchmark's ten: any BCP-47-shaped tag.
+    if v is not None and not _LANGUAGE_TAG.match(v):
+        raise ValueError(f"not a BCP-47 language tag: {v!r}")
+    return v
 
 
 class SFTRecord(BaseModel):
@@ -58,31 +83,22 @@ class SFTRecord(BaseModel):
     @field_validator("video")
     @classmethod
     def _video_path(cls, v: str | None) -> str | None:
-        return None if v is None else _relative_inside(v)
+        return _check_video(v)
 
     @field_validator("video_label", "query_label", mode="before")
     @classmethod
     def _label(cls, v: Any) -> int:
-        # Strict: a JSON true/false or "1" is not a label in our convention, it is a sign of
-        # data written under another one (spec §1.4: convert explicitly, never guess).
-        if isinstance(v, bool) or not isinstance(v, int) or v not in (taxonomy.SAFE, taxonomy.HARMFUL):
-            raise ValueError(f"must be the integer {taxonomy.HARMFUL} (harmful) or {taxonomy.SAFE} (safe), got {v!r}")
-        return v
+        return _check_label(v)
 
     @field_validator("subcategory")
     @classmethod
     def _known_sub(cls, v: str | None) -> str | None:
-        if v is not None and v not in taxonomy.SUBCATEGORIES:
-            raise ValueError(f"unknown sub-category {v!r}")
-        return v
+        return _check_subcategory(v)
 
     @field_validator("language")
     @classmethod
     def _language_tag(cls, v: str | None) -> str | None:
-        # Training data may hold languages beyond the benchmark's ten: any BCP-47-shaped tag.
-        if v is not None and not _LANGUAGE_TAG.match(v):
-            raise ValueError(f"not a BCP-47 language tag: {v!r}")
-        return v
+        return _check_language(v)
 
     @model_validator(mode="after")
     def _general_is_safe(self) -> "SFTRecord":
@@ -122,6 +138,80 @@ class CoTRecord(SFTRecord):
             if field in info.data and got != info.data[field]:
                 raise ValueError(f"<{tag}> says {got} but the record's {field} is {info.data[field]}")
         return v
+
+
+class GRPORecord(BaseModel):
+    """One GRPO prompt (spec §3.4): a video (optional), a query and the solution its completions
+    are rewarded against. `problem_type` picks the reward (videosafety.rewards.PROBLEM_TYPES) and
+    the answer-format instruction appended to the query; "safety" solutions are tagged
+    ``<answer>REF</answer><vidType>v</vidType><textType>t</textType>`` (tags.format_solution)
+    and must agree with the record's labels, which safety records require."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    kind: Kind
+    source: str = Field(min_length=1)
+    problem_type: str = "safety"
+    video: str | None = Field(default=None, min_length=1)  # relative to the records file's folder
+    video_label: int | None = None  # required for problem_type "safety"
+    query_label: int | None = None
+    system: str | None = None
+    query: str = Field(min_length=1)
+    solution: str = Field(min_length=1)
+    subcategory: str | None = None
+    language: str | None = None
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("video")
+    @classmethod
+    def _video_path(cls, v: str | None) -> str | None:
+        return _check_video(v)
+
+    @field_validator("video_label", "query_label", mode="before")
+    @classmethod
+    def _label(cls, v: Any) -> int | None:
+        return None if v is None else _check_label(v)
+
+    @field_validator("subcategory")
+    @classmethod
+    def _known_sub(cls, v: str | None) -> str | None:
+        return _check_subcategory(v)
+
+    @field_validator("language")
+    @classmethod
+    def _language_tag(cls, v: str | None) -> str | None:
+        return _check_language(v)
+
+    @field_validator("problem_type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        from videosafety.rewards import PROBLEM_TYPES
+
+        if v not in PROBLEM_TYPES:
+            raise ValueError(f"unknown problem type {v!r}; known: {', '.join(sorted(PROBLEM_TYPES))}")
+        return v
+
+    @model_validator(mode="after")
+    def _solution_agrees(self) -> "GRPORecord":
+        if self.kind == "general" and (self.video_label, self.query_label) not in ((None, None), (0, 0)):
+            raise ValueError("kind 'general' records are safe/safe by definition")
+        if self.problem_type != "safety":
+            return self
+        if self.video_label is None or self.query_label is None:
+            raise ValueError("safety records need video_label and query_label (never guessed)")
+        parsed = tags.parse_tagged(self.solution)
+        if parsed.answer is None:
+            raise ValueError(f"solution: a safety solution needs an <{tags.ANSWER}> block")
+        for tag, got, want in ((tags.VIDTYPE, parsed.video_label, self.video_label),
+                               (tags.TEXTTYPE, parsed.query_label, self.query_label)):
+            if got != want:
+                raise ValueError(f"solution: <{tag}> says {got} but the record's label is {want}")
+        return self
+
+    @property
+    def labels(self) -> tuple[int, int]:
+        return (self.video_label or 0), (self.query_label or 0)
 
 
 # ---------------------------------------------------------------- reading and writing
@@ -185,7 +275,9 @@ def resolve_video(records_path: str | Path, record: SFTRecord) -> Path | None:
 _PLACEHOLDER = re.compile(r"<(?:video|image)>")
 _HUMAN = ("human", "user")
 _GPT = ("gpt", "assistant")
-_LABEL_KEYS = {"video": ("video", "video_label"), "text": ("text", "text_label", "query", "query_label")}
+# "visual"/"textual": the spelling of the recipe's own label normaliser (scripts/data/normalize_safety_labels.py).
+_LABEL_KEYS = {"video": ("video", "video_label", "visual"),
+               "text": ("text", "text_label", "query", "query_label", "textual")}
 
 
 class _Bad(Exception):
@@ -271,20 +363,51 @@ def _flip_tagged(response: str) -> str:
     return response
 
 
+def _one_video(entry: dict, key: str) -> str | None:
+    """entry[key] as one path: a string or a one-element list (empty list or absent: None)."""
+    video = entry.get(key)
+    if isinstance(video, list):
+        if len(video) > 1:
+            raise _Bad(key, f"one video per record is supported, got {len(video)}")
+        video = video[0] if video else None
+    if video is not None and not isinstance(video, str):
+        raise _Bad(key, f"must be a path or a one-element list of paths, got {type(video).__name__}")
+    return video
+
+
+def _refuse_images(entry: dict) -> None:
+    if entry.get("image") not in (None, [], ""):
+        raise _Bad("image", "image records are not supported (video or text only)")
+
+
+def _validated(cls: type[BaseModel], fields: dict, where: dict[str, str]) -> Any:
+    """cls(**fields), a validation error turned into _Bad naming the source's field (`where`
+    maps record fields to the source's names; a model-level message "field: ..." names its field)."""
+    try:
+        return cls.model_validate(fields)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        loc = ".".join(str(x) for x in first.get("loc", ()))
+        msg = first.get("msg", "invalid").removeprefix("Value error, ")
+        if not loc and ": " in msg and msg.split(": ", 1)[0] in cls.model_fields:
+            loc, msg = msg.split(": ", 1)
+        raise _Bad(where.get(loc, loc), msg) from None
+
+
+def _reference_id(entry: dict, keys: tuple[str, ...], file: Path, index: int) -> str:
+    for key in keys:
+        rid = entry.get(key)
+        if rid is not None and not (isinstance(rid, str) and not rid):
+            return str(rid)
+    return f"{file.stem}-{index}"
+
+
 def _reference_record(entry: Any, *, file: Path, line: int, index: int, kind: str, legacy_labels: bool,
                       multi_turn: str, source: str) -> SFTRecord:
     if not isinstance(entry, dict):
         raise _Bad("", "an entry must be a JSON object")
-    if entry.get("image") not in (None, [], ""):
-        raise _Bad("image", "image records are not supported (video or text only)")
-
-    video = entry.get("video")
-    if isinstance(video, list):
-        if len(video) > 1:
-            raise _Bad("video", f"one video per record is supported, got {len(video)}")
-        video = video[0] if video else None
-    if video is not None and not isinstance(video, str):
-        raise _Bad("video", f"must be a path or a one-element list of paths, got {type(video).__name__}")
+    _refuse_images(entry)
+    video = _one_video(entry, "video")
 
     conv = entry.get("conversations")
     if not isinstance(conv, list) or not conv:
@@ -315,9 +438,7 @@ def _reference_record(entry: Any, *, file: Path, line: int, index: int, kind: st
         if tags.has_tags(response):
             response = _flip_tagged(response)
 
-    rid = entry.get("id")
-    if rid is None or (isinstance(rid, str) and not rid):
-        rid = f"{file.stem}-{index}"
+    rid = _reference_id(entry, ("id",), file, index)
     provenance: dict[str, Any] = {"file": file.name, "index": index, "line": line}
     if dropped:
         provenance["dropped_turns"] = dropped
@@ -326,15 +447,38 @@ def _reference_record(entry: Any, *, file: Path, line: int, index: int, kind: st
     fields = dict(id=str(rid), kind=kind, source=source, video=video, video_label=labels[0],
                   query_label=labels[1], system=system, query=query, response=response, provenance=provenance)
     cls = CoTRecord if tags.has_tags(response) else SFTRecord
-    try:
-        return cls.model_validate(fields)
-    except ValidationError as e:
-        first = e.errors(include_url=False)[0]
-        loc = ".".join(str(x) for x in first.get("loc", ()))
-        msg = first.get("msg", "invalid").removeprefix("Value error, ")
-        where = {"query": f"conversations[{start}].value", "response": f"conversations[{start + 1}].value",
-                 "video_label": "safety_labels", "query_label": "safety_labels"}.get(loc, loc)
-        raise _Bad(where, msg) from None
+    return _validated(cls, fields, {"query": f"conversations[{start}].value",
+                                    "response": f"conversations[{start + 1}].value",
+                                    "video_label": "safety_labels", "query_label": "safety_labels"})
+
+
+def _reference_rows(path: Path, convert: Callable[..., Any]) -> Iterator[tuple[int, Any]]:
+    """(line, convert(entry, line=, index=)) for every entry of a reference file, or (line,
+    problem) naming the file, the line and "[index].field"; never stops at a bad entry (a broken
+    JSON list ends at the break, a broken JSONL line does not)."""
+    name = str(path)
+    count = 0
+    for line, index, entry in _raw_reference(path):
+        if isinstance(entry, ManifestProblem):
+            yield line, entry
+            continue
+        position = index if index is not None else count
+        prefix = f"[{position}]"
+        count += 1
+        try:
+            yield line, convert(entry, line=line, index=position)
+        except _Bad as bad:
+            field = f"{prefix}.{bad.field}" if prefix and bad.field else prefix or bad.field
+            yield line, ManifestProblem(name, line, field, bad.message)
+
+
+def _all_or_raise(rows: Iterable[tuple[int, Any]]) -> list:
+    out = []
+    for _, item in rows:
+        if isinstance(item, ManifestProblem):
+            raise RecordError(item)
+        out.append(item)
+    return out
 
 
 def iter_reference_rows(path: str | Path, *, legacy_labels: bool = False, kind: Kind = "safety",
@@ -346,22 +490,10 @@ def iter_reference_rows(path: str | Path, *, legacy_labels: bool = False, kind: 
     if multi_turn not in ("first", "error"):
         raise ValueError(f"multi_turn must be 'first' or 'error', got {multi_turn!r}")
     path = Path(path)
-    name = str(path)
     src = source or f"reference:{path.name}"
-    count = 0
-    for line, index, entry in _raw_reference(path):
-        if isinstance(entry, ManifestProblem):  # a broken JSON list ends here; a broken JSONL line does not
-            yield line, entry
-            continue
-        position = index if index is not None else count
-        prefix = f"[{position}]"
-        count += 1
-        try:
-            yield line, _reference_record(entry, file=path, line=line, index=position, kind=kind,
-                                          legacy_labels=legacy_labels, multi_turn=multi_turn, source=src)
-        except _Bad as bad:
-            field = f"{prefix}.{bad.field}" if prefix and bad.field else prefix or bad.field
-            yield line, ManifestProblem(name, line, field, bad.message)
+    yield from _reference_rows(path, lambda entry, line, index: _reference_record(
+        entry, file=path, line=line, index=index, kind=kind, legacy_labels=legacy_labels,
+        multi_turn=multi_turn, source=src))
 
 
 def import_reference(path: str | Path, *, legacy_labels: bool = False, kind: Kind = "safety",
@@ -374,8 +506,9 @@ def import_reference(path: str | Path, *, legacy_labels: bool = False, kind: Kin
                            {"from": "gpt", "value": "RESPONSE"}],
          "safety_labels": {"video": 0|1, "text": 0|1} | [video, text]}
 
-    - Labels: dict keys "video"/"video_label" and "text"/"text_label"/"query"/"query_label",
-      or a two-element list [video, text]; integers 0/1 only. Missing labels on kind "safety"
+    - Labels: dict keys "video"/"video_label"/"visual" and
+      "text"/"text_label"/"query"/"query_label"/"textual", or a two-element list [video, text];
+      integers 0/1 only. Missing labels on kind "safety"
       raise an error naming the file, the line, the list index and the field: never guessed.
       kind "general" (general video-instruction data) is safe/safe by definition: absent
       labels mean (0, 0), present ones must be (0, 0).
@@ -395,10 +528,200 @@ def import_reference(path: str | Path, *, legacy_labels: bool = False, kind: Kin
       records file should be written (write_records) for the trainer to find them.
 
     The first bad entry raises RecordError; iter_reference_rows reports every one."""
-    out = []
-    for _, item in iter_reference_rows(path, legacy_labels=legacy_labels, kind=kind,
-                                       multi_turn=multi_turn, source=source):
-        if isinstance(item, ManifestProblem):
-            raise RecordError(item)
-        out.append(item)
-    return out
+    return _all_or_raise(iter_reference_rows(path, legacy_labels=legacy_labels, kind=kind,
+                                             multi_turn=multi_turn, source=source))
+
+
+# ---------------------------------------------------------------- the reference recipe's GRPO data
+
+# problem_type as the reference recipe writes it -> ours (videosafety.rewards.PROBLEM_TYPES).
+# The recipe's safety type is "free-form-and-choice" (train_grpo_vidlm3.py: ROUGE on <answer>
+# plus the <vidType>/<textType> classification, with DRA); "safety" and our own spellings are
+# accepted as well. Video-R1's "regression" has no reward here and is refused, like any other.
+REFERENCE_PROBLEM_TYPES: dict[str, str] = {
+    "multiple choice": "multiple_choice",
+    "numerical": "numerical",
+    "OCR": "ocr",
+    "free-form": "free_form",
+    "free-form-and-choice": "safety",
+    "safety": "safety",
+    "multiple_choice": "multiple_choice",
+    "ocr": "ocr",
+    "free_form": "free_form",
+}
+_MODALITIES = ((tags.VIDTYPE, "video"), (tags.TEXTTYPE, "text"))
+
+
+def _grpo_video(entry: dict) -> tuple[str, str | None]:
+    """(source key, path) from "path" (Video-R1) or "video" (VideoLLaMA3 style)."""
+    found = {key: _one_video(entry, key) for key in ("path", "video") if entry.get(key) not in (None, [])}
+    if len(set(found.values())) > 1:
+        raise _Bad("video", f"path {found['path']!r} and video {found['video']!r} name different files")
+    if not found:
+        return "path", None
+    key = next(iter(found))
+    return key, found[key]
+
+
+def _safety_solution(solution: str, labels: tuple[int, int] | None, legacy_labels: bool,
+                     ) -> tuple[str, tuple[int, int]]:
+    """The tagged safety solution and its labels, both in our convention. Labels come from the
+    solution's <vidType>/<textType> and/or safety_labels; where both are given they must agree,
+    where neither is the entry is refused. A solution lacking a label tag is rewritten with
+    tags.format_solution from its answer (or, with no tag at all, its whole text)."""
+    parsed = tags.parse_tagged(solution)
+    tagged = (parsed.video_label, parsed.query_label)
+    final = []
+    for i, (tag, modality) in enumerate(_MODALITIES):
+        if f"<{tag}>" in solution and tagged[i] is None:
+            raise _Bad("solution", f"<{tag}> must hold 0 or 1")
+        stated = None if labels is None else labels[i]
+        if tagged[i] is not None and stated is not None and tagged[i] != stated:
+            raise _Bad("solution", f"<{tag}> says {tagged[i]} but safety_labels' {modality} label is {stated}")
+        value = tagged[i] if tagged[i] is not None else stated
+        if value is None:
+            raise _Bad("safety_labels", f"missing: no {modality} label in safety_labels or in the solution's "
+                                        f"<{tag}> (safety problems need both labels; never guessed)")
+        final.append(1 - value if legacy_labels else value)
+    if parsed.answer is not None and not parsed.answer:
+        raise _Bad("solution", f"empty <{tags.ANSWER}>: a blank reference answer makes every ROUGE 0")
+    if None not in tagged:
+        return (_flip_tagged(solution) if legacy_labels else solution), (final[0], final[1])
+    if parsed.answer is None and tags.has_tags(solution):
+        raise _Bad("solution", f"a tagged safety solution needs an <{tags.ANSWER}> block")
+    answer = parsed.answer if parsed.answer is not None else solution.strip()
+    try:
+        return tags.format_solution(answer, final[0], final[1]), (final[0], final[1])
+    except ValueError as e:
+        raise _Bad("solution", str(e)) from None
+
+
+def _general_solution(solution: str, raw_type: str) -> str:
+    for tag, _ in _MODALITIES:
+        if f"<{tag}>" in solution:
+            raise _Bad("solution", f"<{tag}> belongs to safety problems, not to problem_type {raw_type!r}")
+    if not tags.has_tags(solution):
+        return solution.strip()
+    answer = tags.parse_tagged(solution).answer
+    if not answer:
+        raise _Bad("solution", f"tagged, but without a non-empty <{tags.ANSWER}> block")
+    return answer
+
+
+def _grpo_record(entry: Any, *, file: Path, line: int, index: int, legacy_labels: bool,
+                 source: str) -> GRPORecord:
+    if not isinstance(entry, dict):
+        raise _Bad("", "an entry must be a JSON object")
+    raw_type = entry.get("problem_type")
+    if not isinstance(raw_type, str) or raw_type not in REFERENCE_PROBLEM_TYPES:
+        raise _Bad("problem_type", f"unknown problem type {raw_type!r}; known: "
+                                   f"{', '.join(repr(k) for k in REFERENCE_PROBLEM_TYPES)}")
+    problem_type = REFERENCE_PROBLEM_TYPES[raw_type]
+
+    data_type = entry.get("data_type")
+    if data_type == "image":
+        raise _Bad("data_type", "image records are not supported (video or text only)")
+    if data_type not in (None, "video", "text"):
+        raise _Bad("data_type", f"must be 'video' or 'text', got {data_type!r}")
+    _refuse_images(entry)
+    video_key, video = _grpo_video(entry)
+    if data_type == "video" and video is None:
+        raise _Bad("path", "data_type 'video' needs a video path")
+    if data_type == "text" and video is not None:
+        raise _Bad(video_key, "data_type 'text' must not name a video")
+
+    problem = entry.get("problem")
+    query = _PLACEHOLDER.sub("", problem).strip() if isinstance(problem, str) else ""
+    if not query:
+        raise _Bad("problem", "must be a non-empty string (after removing <video>/<image> placeholders)")
+    options = entry.get("options")
+    if options not in (None, []):
+        if not isinstance(options, list) or not all(isinstance(o, str) and o.strip() for o in options):
+            raise _Bad("options", "must be a list of non-empty strings")
+        if problem_type != "multiple_choice":
+            raise _Bad("options", f"only multiple choice problems have options, not {raw_type!r}")
+        query += "\nOptions:\n" + "\n".join(o.strip() for o in options)
+
+    solution = entry.get("solution")
+    if not isinstance(solution, str) or not solution.strip():
+        raise _Bad("solution", "must be a non-empty string")
+    labels = _reference_labels(entry)
+    if problem_type == "safety":
+        solution, labels = _safety_solution(solution, labels, legacy_labels)
+    else:
+        solution = _general_solution(solution, raw_type)
+        if labels is not None:
+            labels = (1 - labels[0], 1 - labels[1]) if legacy_labels else labels
+            if labels != (taxonomy.SAFE, taxonomy.SAFE):
+                raise _Bad("safety_labels", f"problem_type {raw_type!r} is general data, safe/safe by definition; "
+                                            f"got video={labels[0]}, text={labels[1]} (our convention)")
+        labels = (taxonomy.SAFE, taxonomy.SAFE)
+
+    id_keys = ("id", "problem_id")
+    provenance: dict[str, Any] = {"file": file.name, "index": index, "line": line, "problem_type": raw_type}
+    if entry.get("data_source") is not None:
+        provenance["data_source"] = entry["data_source"]
+    if legacy_labels and problem_type == "safety":
+        provenance["legacy_labels_flipped"] = True
+    fields = dict(id=_reference_id(entry, id_keys, file, index),
+                  kind="safety" if problem_type == "safety" else "general", source=source,
+                  problem_type=problem_type, video=video, video_label=labels[0], query_label=labels[1],
+                  query=query, solution=solution, subcategory=entry.get("subcategory"),
+                  language=entry.get("language"), provenance=provenance)
+    id_key = next((k for k in id_keys if entry.get(k) not in (None, "")), "id")
+    return _validated(GRPORecord, fields, {"query": "problem", "video": video_key, "id": id_key,
+                                           "video_label": "safety_labels", "query_label": "safety_labels"})
+
+
+def iter_reference_grpo_rows(path: str | Path, *, legacy_labels: bool = False, source: str | None = None,
+                             ) -> Iterator[tuple[int, GRPORecord | ManifestProblem]]:
+    """Every entry of a reference-recipe GRPO file as (line, record) or (line, problem)."""
+    path = Path(path)
+    src = source or f"reference:{path.name}"
+    yield from _reference_rows(path, lambda entry, line, index: _grpo_record(
+        entry, file=path, line=line, index=index, legacy_labels=legacy_labels, source=src))
+
+
+def import_reference_grpo(path: str | Path, *, legacy_labels: bool = False,
+                          source: str | None = None) -> list[GRPORecord]:
+    """GRPO records from the reference recipe's RL data: the Video-R1 format (Video-R1-260k.json)
+    that the VideoSafety-R1 recipe's GRPO stage reads (train_grpo_vidlm3.py), a JSON list or
+    JSONL::
+
+        {"problem_id": 7,                          # or "id"; default: FILE_STEM-INDEX
+         "problem": "<video>\\nQUERY",              # <video>/<image> placeholders are removed
+         "data_type": "video",                      # "video" | "text"; "image" is refused
+         "problem_type": "free-form-and-choice",    # see REFERENCE_PROBLEM_TYPES
+         "options": ["A. ...", "B. ..."],           # multiple choice only
+         "solution": "<answer>REF</answer><vidType>1</vidType><textType>0</textType>",
+         "path": "rel/clip.mp4",                    # or "video": "rel/clip.mp4" | ["rel/clip.mp4"]
+         "safety_labels": {"video": 0|1, "text": 0|1} | [video, text],   # optional, see below
+         "data_source": "..."}                      # kept in provenance
+
+    Confirmed against the public sources: Video-R1's data card and the recipe's GRPO script
+    read problem_id, problem, data_type ("video"/"image", and "text" in the recipe's trainer),
+    problem_type, options (a list of "A. ..." strings), solution wrapped in <answer></answer>,
+    path and data_source (Video-R1's "process" CoT field is SFT data and is ignored here); the
+    recipe's problem types are "multiple choice", "numerical", "OCR", "free-form",
+    "regression" and, for safety data, "free-form-and-choice", whose solution carries
+    <vidType>/<textType> with 1 = harmful; its label normaliser names "safety_labels" with
+    "visual"/"textual" keys. Assumed (no released safety GRPO file was found): "safety" as a
+    second name of the safety type, "video" as a second name of "path", paths relative to the
+    data folder (Video-R1 writes them "./Folder/clip.mp4"), and per-entry "subcategory" and
+    "language" (taken when present, validated).
+
+    - problem_type maps to ours; an unknown one (regression included) is an error naming the
+      file, the line and the field. Multiple choice: a non-empty options list is appended to
+      the query as lines after "Options:", as the recipe's prompt does; options on any other
+      type are an error. The per-type answer instruction is the trainer's business, not added.
+    - General types (kind "general", labels 0/0 by definition; safety_labels, if given, must say
+      so): the solution's <answer> text, or the whole solution when untagged.
+    - Safety: labels from the solution's <vidType>/<textType> and/or safety_labels (same keys as
+      import_reference); both given must agree, neither is an error: never guessed. A tagged
+      solution is kept as written; one missing a label tag is rewritten by tags.format_solution
+      from its answer and the stated labels.
+    - legacy_labels=True: the file uses 0 = harmful; safety_labels and the solution's tags are
+      both flipped into ours, and provenance says so (spec §1.4, as in import_reference).
+
+    The first bad entry raises RecordError; iter_reference_grpo_rows reports every one."""
+    return _all_or_raise(iter_reference_grpo_rows(path, legacy_labels=legacy_labels, source=source))
