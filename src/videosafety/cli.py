@@ -123,7 +123,7 @@ def _train(stage: str, config: str | None, model: str | None, data: str | None, 
            overrides: list[str]) -> None:
     from videosafety.configs import resolve_config
     from videosafety.train.config import load_config
-    from videosafety.train.trainer import run_training
+    from videosafety.train.pipeline import run_stage
 
     base = {"stage": stage}
     base.update({k: v for k, v in (("model", model), ("data", data), ("output_dir", out)) if v is not None})
@@ -134,7 +134,7 @@ def _train(stage: str, config: str | None, model: str | None, data: str | None, 
     except (ValueError, FileNotFoundError) as e:
         err_console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2)
-    final = run_training(cfg)
+    final = run_stage(cfg)
     console.print(f"model: {final}")
 
 
@@ -168,6 +168,35 @@ def train_cot(
 ) -> None:
     """Stage 3: CoT cold start on tagged targets; LLM only, alarm tokens frozen."""
     _train("cot", config, model, data, out, set_)
+
+
+@train_app.command("grpo")
+def train_grpo(
+    config: str = typer.Option("paper-grpo", help=_CONFIG_HELP),
+    model: str = typer.Option(None, help="The stage-3 alarm checkpoint (or any HF video LLM)."),
+    data: str = typer.Option(None, help="GRPO records JSONL (see `videosafety train data --kind grpo`)."),
+    out: str = typer.Option(None, "--out", help="Output folder (checkpoints, train_log.jsonl, completions.jsonl, final/)."),
+    set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
+) -> None:
+    """Stage 4: safety-guided GRPO with rule-based rewards; resumes from out/checkpoints."""
+    _train("grpo", config, model, data, out, set_)
+
+
+@train_app.command("pipeline")
+def train_pipeline(
+    config: str = typer.Option(..., help="Recipe YAML: a path, or paper-recipe / tiny-recipe."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe key: --set output_dir=runs/r1 (repeatable)."),
+) -> None:
+    """Stages 1 -> 2 -> cot -> grpo chained; finished stages are skipped on rerun."""
+    from videosafety.train.pipeline import load_recipe, run_pipeline
+
+    try:
+        recipe = load_recipe(config, set_)
+    except (ValueError, FileNotFoundError) as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    final = run_pipeline(recipe, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    console.print(f"model: {final}")
 
 
 @train_app.command("data")
@@ -454,6 +483,42 @@ def serve_cmd(
           device=device, dtype=dtype, trust_remote_code=trust_remote_code)
 
 
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the runs, the training and the report."),
+    eval_limit: int = typer.Option(None, help="Eval samples (x video, text, blank); default 240."),
+) -> None:
+    """The paper end to end at toy scale on CPU: the demo base model evaluated, stages 1-4 on
+    VSB-mini's train split, the trained model evaluated, one report comparing both."""
+    from dataclasses import replace
+
+    from videosafety.demo import DemoSettings, run_demo
+
+    settings = DemoSettings() if eval_limit is None else replace(DemoSettings(), eval_limit=eval_limit)
+    result = run_demo(out, settings, log=lambda m: console.print(f"[bold]{m}[/bold]"))
+    table = Table(title="VideoSafety-R1 demo (rules judge; DSR/FRR with 95% Wilson CIs)")
+    cols = list(result.rows[0])
+    for c in cols:
+        table.add_column(c, justify="left" if c == "model" else "right")
+
+    def cell(v) -> str:
+        if isinstance(v, dict):
+            if v.get("value") is None:
+                return "-"
+            ci = v.get("ci")
+            return f"{v['value']:.1%}" + (f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else "")
+        if isinstance(v, float):
+            return f"{v:.1%}"
+        return "-" if v is None else str(v)
+
+    for row in result.rows:
+        table.add_row(*(cell(row[c]) for c in cols))
+    Console(width=max(console.width, 160)).print(table)
+    console.print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
+    for kind, path in result.report.items():
+        console.print(f"{kind}: {path}")
+
+
 @app.command("tiny-model")
 def tiny_model(
     out: Path = typer.Option(..., "--out", help="Folder for the checkpoint."),
@@ -531,6 +596,43 @@ def guard_cmd(
         return
     v, t = guard.score(video, query)
     print(json.dumps({"video_harmful": round(v, 4), "query_harmful": round(t, 4)}))
+
+
+@app.command("export")
+def export(
+    model: Path = typer.Argument(..., help="An alarm-token checkpoint folder (AT-SFT stage 1 or later)."),
+    out: Path = typer.Argument(..., help="Folder for the plain checkpoint (must be empty unless --force)."),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it is not empty."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Let transformers run the "
+                                           "checkpoint's own code (off unless asked)."),
+    dtype: str = typer.Option("auto", help="auto (the checkpoint's), float32, bfloat16 or float16."),
+    device: str = typer.Option("cpu", help="Where to load the model while exporting (cpu, cuda)."),
+    template: bool = typer.Option(True, "--template/--no-template", help="Patch the chat template so that "
+                                  "engines place the alarm tokens themselves."),
+    strict: bool = typer.Option(False, "--strict", help="Fail when the patched template does not reproduce "
+                                "the training placement exactly."),
+) -> None:
+    """Fold the alarm tokens into a plain checkpoint that vLLM, lmms-eval and plain transformers serve
+    with no custom code (heads kept aside in alarm_heads/, see export_card.json)."""
+    from videosafety.export import ExportError, export_alarm_checkpoint
+
+    try:
+        result = export_alarm_checkpoint(model, out, force=force, trust_remote_code=trust_remote_code,
+                                         dtype=dtype, device=device, patch_template=template, strict=strict)
+    except ExportError as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    t = result.template
+    console.print(f"wrote {result.out} (from {result.source}, {result.source_digest})")
+    console.print(f"alarm ids: visual {result.alarm_ids[0]}, textual {result.alarm_ids[1]} (folded into the "
+                  f"input embeddings; suppressed in generation_config)")
+    console.print("embeddings: " + ("untied (were tied), lm_head unchanged" if result.untied else "not tied"))
+    console.print("chat template: " + ("not patched" if not t.patched else
+                                       "patched, matches the training placement" if t.exact else
+                                       "patched, differs from the training placement"))
+    console.print(f"harm heads: {result.heads} (not needed for generation)")
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
 
 
 def _print_stats(stats, title: str) -> None:

@@ -328,18 +328,27 @@ _THINK: dict[str, dict[str, str]] = {
 _SEP = {"zh": "", "ja": ""}  # no spaces between sentences in these scripts
 
 
+THINK_PARTS = ("video", "query", "pair")
+
+
 def think_text(subcategory: str, video_label: int, query_label: int, harmful_request: bool,
-               language: str = "en") -> str:
+               language: str = "en", parts: Sequence[str] = THINK_PARTS) -> str:
     """The templated reasoning: the video's harm for its sub-category, the query's alone, the
-    pair's together. Languages without templates fall back to English."""
+    pair's together (`parts` picks which, in that order). Languages without templates fall back
+    to English."""
+    unknown = [x for x in parts if x not in THINK_PARTS]
+    if unknown or not parts:
+        raise ValueError(f"think parts must be a non-empty subset of {THINK_PARTS}, got {list(parts)}")
     t = _THINK.get(language, _THINK["en"])
     title = taxonomy.SUBCATEGORIES[subcategory].title
-    parts = [t[f"v{video_label}"].format(title=title), t[f"q{query_label}"], t[f"p{int(harmful_request)}"]]
-    return _SEP.get(language, " ").join(parts)
+    text = {"video": t[f"v{video_label}"].format(title=title), "query": t[f"q{query_label}"],
+            "pair": t[f"p{int(harmful_request)}"]}
+    return _SEP.get(language, " ").join(text[x] for x in THINK_PARTS if x in parts)
 
 
 def build_cot(manifest: str | Path, *, split: str = "train", out_dir: str | Path | None = None,
-              think_language: Literal["sample", "en"] = "sample") -> list[CoTRecord]:
+              think_language: Literal["sample", "en"] = "sample",
+              think_parts: Sequence[str] = THINK_PARTS) -> list[CoTRecord]:
     """One CoT target per sample of the split: think (templated, in the sample's language by
     default; think_language="en" for English everywhere), answer = the reference response,
     vidType/textType = the sample's labels. CoTRecord checks the format and the labels."""
@@ -351,7 +360,7 @@ def build_cot(manifest: str | Path, *, split: str = "train", out_dir: str | Path
     out: list[CoTRecord] = []
     for s in _split_samples(path, split):
         lang = s.language if think_language == "sample" else "en"
-        think = think_text(s.subcategory, s.video_label, s.query_label, s.harmful_request, lang)
+        think = think_text(s.subcategory, s.video_label, s.query_label, s.harmful_request, lang, think_parts)
         response = tags.format_cot(think, _reference(path, s), s.video_label, s.query_label)
         fields = _safety_fields(path, s, prefix)
         fields["provenance"]["think_language"] = lang if lang in _THINK else "en"
