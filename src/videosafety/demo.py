@@ -34,7 +34,7 @@ DEMO_JUDGE = "rules"
 class DemoSettings:
     eval_limit: int = 240  # eval samples (x 3 conditions), stratified
     max_new_tokens: int = 96  # both models, greedy
-    sft_records: int = 960  # per SFT stage
+    sft_records: int = 640  # per SFT stage
     sft_batch: int = 16
     grpo_prompts: int = 32
     grpo_per_step: int = 4

@@ -567,7 +567,7 @@ def export_alarm_checkpoint(
     try:
         base.save_pretrained(staging)
         llm.processor.save_pretrained(staging)
-        heads = save_alarm_heads(am, staging)
+        save_alarm_heads(am, staging)
         if patch_template:
             _check_saved_template(staging, llm.processor.chat_template, trust_remote_code)
         if is_alarm_checkpoint(staging):

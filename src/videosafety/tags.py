@@ -145,3 +145,10 @@ def user_facing(text: str) -> str:
         return text
     answer = parse_tagged(text).answer
     return text if answer is None else answer
+
+
+def with_instruction(query: str, instruction: str | None) -> str:
+    """The user text of a prompt that asks for a format: the query, a newline, the instruction.
+    Stage 3 (CoT cold start) and stage 4 (GRPO) build prompts with this one function, so the
+    model meets in GRPO exactly the prompt it was cold-started on."""
+    return f"{query}\n{instruction}" if instruction else query

@@ -97,6 +97,16 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(0, ge=0)  # data loading processes (decoding runs there)
     device: str = "auto"
     grpo: GRPOSettings = Field(default_factory=GRPOSettings)  # stage grpo only
+    # Stage cot appends the tagged-answer instruction to every query, the one GRPO's safety prompts
+    # carry (tags.GRPO_INSTRUCTION): stages 3 and 4 see one prompt format. Off for data whose
+    # queries already hold an instruction.
+    cot_instruction: bool = True
+
+    @property
+    def instruction(self) -> str | None:
+        from videosafety.tags import GRPO_INSTRUCTION
+
+        return GRPO_INSTRUCTION if self.stage == "cot" and self.cot_instruction else None
 
     @property
     def trains(self) -> tuple[str, ...]:

@@ -51,11 +51,15 @@ class Example:
     query_label: int
 
 
-def record_input(record: SFTRecord, root: Path, budget: FrameBudget) -> ModelInput:
+def record_input(record: SFTRecord, root: Path, budget: FrameBudget, instruction: str | None = None) -> ModelInput:
+    """The model input of a record; `instruction` (an answer-format request) follows the query."""
+    from videosafety.tags import with_instruction
+
+    query = with_instruction(record.query, instruction)
     if record.video is None:
-        return ModelInput(query=record.query, system=record.system)
+        return ModelInput(query=query, system=record.system)
     clip = vio.sample_with_budget(root / record.video, budget)
-    return ModelInput(query=record.query, frames=clip.frames, timestamps=clip.timestamps,
+    return ModelInput(query=query, frames=clip.frames, timestamps=clip.timestamps,
                       video_fps=clip.sampled_fps, system=record.system)
 
 
@@ -79,8 +83,9 @@ class ExampleBuilder:
     """Turns records into examples for one model (its processor and alarm placement)."""
 
     def __init__(self, llm, *, root: Path, budget: FrameBudget, max_length: int, alarm: AlarmSpec | None,
-                 on_truncation: str = "drop", on_bad_video: str = "error"):
+                 on_truncation: str = "drop", on_bad_video: str = "error", instruction: str | None = None):
         self.llm, self.root, self.budget = llm, Path(root), budget
+        self.instruction = instruction
         self.max_length, self.alarm = max_length, alarm
         self.on_truncation, self.on_bad_video = on_truncation, on_bad_video
         self.pad_id = llm.processor.tokenizer.pad_token_id
@@ -90,7 +95,7 @@ class ExampleBuilder:
         from videosafety.train.alarm import insert_alarm_tokens
 
         try:
-            inp = record_input(record, self.root, self.budget)
+            inp = record_input(record, self.root, self.budget, self.instruction)
         except vio.VideoError as e:
             if self.on_bad_video == "error":
                 raise TrainDataError(f"record {record.id!r}: {e}") from e

@@ -176,8 +176,9 @@ def extend_with_completions(prompt: dict, completion_ids: torch.Tensor, mask: to
 @dataclass
 class Group:
     """One prompt's G rows: the prompt batch with the completions appended. Groups are the unit
-    of every forward pass: processor outputs are never split or merged across prompts, so the
-    trainer needs no knowledge of a family's media-tensor layout."""
+    of every log-probability pass: processor outputs are never split or merged across prompts,
+    so the trainer needs no knowledge of a family's media-tensor layout (generation, which only
+    needs the sampled ids back, runs on all prompts at once)."""
 
     record_id: str
     full: dict  # prompt + completion tensors (G rows)
@@ -201,6 +202,7 @@ class GRPOTrainer:
             raise ValueError(f"GRPOTrainer runs stage grpo, got {cfg.stage!r}")
         self.cfg, self.g = cfg, cfg.grpo
         self.progress = progress
+        self.dropped = 0  # prompts whose video could not be read (on_bad_video: drop)
 
     # -- setup
     def _setup(self):
@@ -293,25 +295,21 @@ class GRPOTrainer:
         root = Path(self.cfg.data).parent
         kept, inputs = [], []
         for rec in records:
-            instruction = PROBLEM_TYPES[rec.problem_type].instruction
-            query = f"{rec.query}\n{instruction}" if instruction else rec.query
             try:
-                inp = record_input(rec, root, self.cfg.budget)
+                inp = record_input(rec, root, self.cfg.budget, PROBLEM_TYPES[rec.problem_type].instruction)
             except vio.VideoError as e:
                 if self.cfg.on_bad_video == "error":
                     raise RuntimeError(f"record {rec.id!r}: {e}") from e
                 self.dropped += 1
                 continue
             kept.append(rec)
-            inputs.append(ModelInput(query=query, frames=inp.frames, timestamps=inp.timestamps,
-                                     video_fps=inp.video_fps, system=rec.system))
+            inputs.append(inp)
         return kept, inputs
 
-    def _prompt_batch(self, inp: ModelInput) -> tuple[dict, torch.Tensor | None]:
-        """The prompt G times (one processor call), alarm tokens placed when the model has them."""
+    def _rows_batch(self, rows: list[ModelInput]) -> tuple[dict, torch.Tensor | None]:
+        """One processor call over the rows, alarm tokens placed when the model has them."""
         from videosafety.train.alarm import alarm_positions_of, prepare_alarm_batch
 
-        rows = [inp] * self.g.num_generations
         if self.alarm is not None:
             batch, _ = prepare_alarm_batch(self.llm, rows, self.alarm.ids)
         else:
@@ -327,11 +325,16 @@ class GRPOTrainer:
     def _generate(self, batch: dict, has_video: bool, seed: int) -> torch.Tensor:
         g = self.g
         base = getattr(self.unwrapped, "base", self.unwrapped)
-        gen = copy.deepcopy(base.generation_config)
-        gen.update(do_sample=True, temperature=g.temperature, top_p=g.top_p, top_k=0,
-                   max_new_tokens=g.max_new_tokens, eos_token_id=sorted(self.stop_ids),
-                   pad_token_id=self.pad_id, num_return_sequences=1,
-                   suppress_tokens=sorted({*(gen.suppress_tokens or []), *self.never}))
+        from transformers import GenerationConfig
+
+        # A fresh config: whatever else a checkpoint's generation_config sets (repetition penalty,
+        # min_new_tokens, no_repeat_ngram_size, ...) would sample from a distribution other than the
+        # one the loss scores. Only its suppressed tokens carry over (plus media placeholders).
+        gen = GenerationConfig(
+            do_sample=True, temperature=g.temperature, top_p=g.top_p, top_k=0, max_new_tokens=g.max_new_tokens,
+            eos_token_id=sorted(self.stop_ids), pad_token_id=self.pad_id,
+            bos_token_id=base.generation_config.bos_token_id,
+            suppress_tokens=sorted({*(base.generation_config.suppress_tokens or []), *self.never}))
         self.unwrapped.eval()  # no dropout while sampling; KV cache on (checkpointing turns it off in train mode)
         try:
             devices = [self.acc.device] if self.acc.device.type == "cuda" else []
@@ -369,12 +372,14 @@ class GRPOTrainer:
                 with adapters_disabled(self.unwrapped):
                     grp.ref_logp = self._logp(self.unwrapped, grp, "reference log-probs").cpu()
 
-    def _make_group(self, rec, inp: ModelInput, seed: int) -> Group:
+    def _make_group(self, rec, inp: ModelInput, comp: torch.Tensor) -> Group:
+        """A prompt's group from its G sampled completions: rewards, advantages, the group's own
+        batch (prompt + completions) and its fixed log-probabilities."""
         from videosafety.rewards import score
 
-        batch, pos = self._prompt_batch(inp)
-        comp = self._generate(batch, inp.has_video, seed)
         mask = completion_mask(comp, self.stop_ids)
+        width = int(mask.sum(dim=1).max())  # drop columns no completion of this group reached
+        comp, mask = comp[:, :width], mask[:, :width]
         comp = torch.where(mask.bool(), comp, torch.full_like(comp, self.pad_id))
         texts = []
         for row, m in zip(comp, mask):
@@ -384,14 +389,28 @@ class GRPOTrainer:
             texts.append(self.llm.processor.tokenizer.decode(ids, skip_special_tokens=True))
         results = [score(rec.problem_type, t, rec.solution) for t in texts]
         rewards = torch.tensor([x.total for x in results], dtype=torch.float32)
+        batch, pos = self._rows_batch([inp] * self.g.num_generations)
         grp = Group(rec.id, extend_with_completions(batch, comp, mask), pos, comp, mask, inp.has_video, texts,
                     rewards, [dict(x.components) for x in results], group_advantages(rewards, len(texts)))
         self._fixed_logps(grp)
         return grp
 
     def _make_round(self, records, round_seed: int) -> list[Group]:
+        """Sample G completions for every prompt of the round — one generate call for all prompts
+        the processor can batch (equal frame counts), since decoding is the step's longest part —
+        then build each prompt's group."""
         records, inputs = self._inputs(records)
-        return [self._make_group(rec, inp, round_seed + 7919 * i) for i, (rec, inp) in enumerate(zip(records, inputs))]
+        g = self.g.num_generations
+        buckets: dict = {}
+        for i, inp in enumerate(inputs):
+            buckets.setdefault(self.llm._batch_key(inp), []).append(i)
+        completions: list[torch.Tensor | None] = [None] * len(inputs)
+        for b, idx in enumerate(buckets.values()):
+            batch, _ = self._rows_batch([inputs[i] for i in idx for _ in range(g)])
+            out = self._generate(batch, any(inputs[i].has_video for i in idx), round_seed + 7919 * b)
+            for k, i in enumerate(idx):
+                completions[i] = out[k * g:(k + 1) * g]
+        return [self._make_group(rec, inp, comp) for rec, inp, comp in zip(records, inputs, completions)]
 
     # -- one optimizer step on a round
     def _step(self, groups: list[Group]) -> dict:
@@ -462,7 +481,6 @@ class GRPOTrainer:
         from videosafety.train.trainer import (FINAL_DIR, latest_checkpoint, save_checkpoint, save_model,
                                                weights_fingerprint)
 
-        self.dropped = 0
         self._setup()
         cfg, g, acc = self.cfg, self.g, self.acc
         out = Path(cfg.output_dir)

@@ -163,7 +163,8 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
 
     records = read_records(cfg.data, CoTRecord if cfg.stage == "cot" else SFTRecord)
     builder = ExampleBuilder(llm, root=Path(cfg.data).parent, budget=cfg.budget, max_length=cfg.max_length,
-                             alarm=loaded.alarm, on_truncation=cfg.on_truncation, on_bad_video=cfg.on_bad_video)
+                             alarm=loaded.alarm, on_truncation=cfg.on_truncation, on_bad_video=cfg.on_bad_video,
+                             instruction=cfg.instruction)
     sampler = EpochSampler(len(records), seed=cfg.seed, rank=rank, world=world)
     pad_id = llm.processor.tokenizer.pad_token_id
     loader = torch.utils.data.DataLoader(
