@@ -10,6 +10,7 @@ uses the adapter-disabled model as the reference."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -140,7 +141,8 @@ def test_aggregate_sequence_vs_token_with_unequal_lengths():
     assert aggregate(per_token, mask, "sequence", num_completions=4, num_tokens=10).item() == pytest.approx(3.125)
     assert aggregate(per_token, mask, "token", num_completions=4, num_tokens=10).item() == pytest.approx(2.0)
     # an empty completion counts as a completion with loss 0, not NaN
-    empty = aggregate(per_token, torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]]), "sequence", num_completions=2, num_tokens=4)
+    empty_row = torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]])
+    empty = aggregate(per_token, empty_row, "sequence", num_completions=2, num_tokens=4)
     assert empty.item() == pytest.approx(1.25)
     with pytest.raises(ValueError, match="loss_aggregation"):
         aggregate(per_token, mask, "mean", num_completions=2, num_tokens=5)
@@ -187,7 +189,8 @@ def test_first_iteration_gradient_is_advantage_weighted_log_likelihood():
 
     for how in ("sequence", "token"):
         logp = logp_of(theta)
-        per_token, _, clipped = grpo_token_loss(logp, logp.detach(), None, adv, epsilon=0.2, epsilon_high=None, beta=0.0)
+        per_token, _, clipped = grpo_token_loss(logp, logp.detach(), None, adv,
+                                                epsilon=0.2, epsilon_high=None, beta=0.0)
         loss = aggregate(per_token, mask, how, num_completions=n, num_tokens=int(mask.sum()))
         (grad,) = torch.autograd.grad(loss, theta)
         assert not clipped.any()
@@ -266,6 +269,9 @@ def data(tmp_path_factory, ascii_types):
     assert len({r.id for r in video}) == 8 and all(r.video for r in video)
     write_records(video, out / "video_8.jsonl")
     write_records([r.model_copy(update={"problem_type": "test_ascii"}) for r in video], out / "video_ascii_8.jsonl")
+    # three videos (prompts of different lengths) and a text-only prompt, one round
+    mixed = [*video[:2], video[-1], video[2].model_copy(update={"video": None})]
+    write_records([r.model_copy(update={"problem_type": "test_ascii"}) for r in mixed], out / "mixed_4.jsonl")
     text = [r.model_copy(update={"video": None}) for r in recs[::300][:16]]
     for name in ascii_types:
         write_records([r.model_copy(update={"problem_type": name}) for r in text], out / f"text_{name}.jsonl")
@@ -304,7 +310,7 @@ def passes(monkeypatch):
     """Records every pass VisualCheck.expect announces (what, has_video) and, per pass, the
     vision-encoder calls and the patches they encoded, seen by hooks of our own on the policy's
     and the reference's `model.visual`; also the GRPO groups made and the trainer."""
-    state = {"current": None, "log": [], "groups": [], "trainer": None, "outside": 0}
+    state = {"current": None, "log": [], "groups": [], "trainer": None, "outside": 0, "sampled": []}
     orig_expect, orig_setup, orig_group = VisualCheck.expect, GRPOTrainer._setup, GRPOTrainer._make_group
 
     def hook(name):
@@ -320,6 +326,17 @@ def passes(monkeypatch):
     def setup(self):
         orig_setup(self)
         state["trainer"] = self
+        generate = self.unwrapped.generate
+
+        def generate_keeping_logits(**kw):  # the sampler's own logits, to compare with the scorer's
+            gen = copy.deepcopy(kw["generation_config"])
+            gen.update(output_logits=True, return_dict_in_generate=True)
+            out = generate(**{**kw, "generation_config": gen})
+            prompt = kw["input_ids"].shape[1]
+            state["sampled"].append((out.sequences[:, prompt:].cpu(), torch.stack(out.logits, 1).float().cpu()))
+            return out.sequences
+
+        self.unwrapped.generate = generate_keeping_logits
         base = getattr(self.unwrapped, "base", self.unwrapped)
         base.model.visual.register_forward_hook(hook("policy"), with_kwargs=True)
         if self.ref is not None:
@@ -363,13 +380,15 @@ def test_grpo_moves_the_reward_where_the_reward_points(data, model_dir, tmp_path
 
     assert score("test_ascii", "ab€€", "").total == pytest.approx(0.5)
     assert score("test_other", "ab€€", "").total == pytest.approx(0.5)
+    # 4 prompts x G=4, 16 new tokens, lr 1e-2, 12 steps: with seeds 0-9 the mean reward of the
+    # last 3 steps beat the first 3 by 0.16-0.56 in both runs (8 completions per step: 0.09-0.54)
     for name in ASCII_TYPES:
         cfg = cfg_for(data, model_dir, tmp_path / name, data=f"text_{name}.jsonl", max_steps=12, epochs=10,
-                      schedule="constant", **{"lr.llm": 1e-2, "grpo.max_new_tokens": 16})
+                      schedule="constant", **{"lr.llm": 1e-2, "grpo.max_new_tokens": 16, "grpo.prompts_per_step": 4})
         run_grpo(cfg, progress=False)
         log = log_of(tmp_path / name)
         assert [r["step"] for r in log] == list(range(1, 13))
-        assert all(r["completions"] == 8 and math.isfinite(r["loss"]) for r in log)
+        assert all(r["completions"] == 16 and math.isfinite(r["loss"]) for r in log)
         rewards = [r["reward"] for r in log]
         first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
         assert 0.25 < first < 0.75, (name, rewards)  # the random model: no preference yet
@@ -382,50 +401,90 @@ def test_grpo_moves_the_reward_where_the_reward_points(data, model_dir, tmp_path
 # ---------------------------------------------------------------- the video reaches every forward
 
 def test_video_reaches_every_forward_pass(data, model_dir, tmp_path, passes):
-    """Two optimizer steps on one round (num_iterations 2, two prompts with video): one generation
-    call for both prompts, then each group runs old, reference and two policy passes, and each
-    pass runs the vision encoder exactly once (the reference's own encoder for the reference pass)."""
-    cfg = cfg_for(data, model_dir, tmp_path / "run", data="video_ascii_8.jsonl", max_steps=2, **SMALL,
-                  **{"grpo.num_iterations": 2, "lr.llm": 1e-2})
+    """One round of four prompts (three videos, one text-only), two optimizer steps on it
+    (num_iterations 2). Sampling runs first (one generate call for all prompts, or one per
+    prompt), then each group's old and reference passes, then two policy passes per group. Every
+    pass of a video group runs the vision encoder exactly once on the group's whole video (the
+    reference's own encoder for the reference pass); the text-only group's passes never do."""
+    cfg = cfg_for(data, model_dir, tmp_path / "run", data="mixed_4.jsonl", max_steps=2, **SMALL,
+                  **{"grpo.num_iterations": 2, "grpo.prompts_per_step": 4, "lr.llm": 1e-2})
     run_grpo(cfg, progress=False)
     trainer, groups = passes["trainer"], passes["groups"]
-    assert len(groups) == 2 and all(g.has_video for g in groups)
+    assert len(groups) == 4 and sorted(g.has_video for g in groups) == [False, True, True, True]
+    assert len({g.full["input_ids"].shape[1] - g.completion_ids.shape[1] for g in groups}) > 1  # lengths differ
     assert vision_modules(trainer.unwrapped) == [trainer.unwrapped.model.visual]
     log = passes["log"]
-    assert all(e["has_video"] for e in log) and passes["outside"] == 0
+    assert passes["outside"] == 0
     gens = [e for e in log if e["what"] == "generation"]
     rest = [e for e in log if e["what"] != "generation"]
-    assert log[0]["what"] == "generation"
-    # generation: once per prompt or once for all of them; every prompt's G rows of video encoded
-    assert 1 <= len(gens) <= 2 and all(e["vision"] == {"policy": 1, "ref": 0} for e in gens), gens
-    assert sum(e["patches"] for e in gens) == sum(_patches(g) for g in groups)
+    assert log[:len(gens)] == gens and 1 <= len(gens) <= 4
+    # sampling: every video prompt's G rows encoded, once
+    assert all(e["vision"] == {"policy": int(e["has_video"]), "ref": 0} for e in gens), gens
+    assert sum(e["patches"] for e in gens) == sum(_patches(g) for g in groups if g.has_video)
     # then per group old and reference log-probs, then two policy passes per group
-    want = [("old log-probs", 0), ("reference log-probs", 0), ("old log-probs", 1), ("reference log-probs", 1),
-            *[("policy log-probs", i) for _ in range(2) for i in range(2)]]
+    want = [*[(w, i) for i in range(4) for w in ("old log-probs", "reference log-probs")],
+            *[("policy log-probs", i) for _ in range(2) for i in range(4)]]
     assert [e["what"] for e in rest] == [w for w, _ in want]
     for e, (what, i) in zip(rest, want):
         on = "ref" if what == "reference log-probs" else "policy"
-        assert e["vision"] == {"policy": 0, "ref": 0, on: 1}, e  # the reference's own encoder for the reference
-        assert e["patches"] == _patches(groups[i]) > 0, (e, i)  # the group's whole video, every row
-    assert trainer.visual.calls == len(log)  # VisualCheck's own count agrees
+        assert e["has_video"] == groups[i].has_video, (e, i)
+        if groups[i].has_video:
+            assert e["vision"] == {"policy": 0, "ref": 0, on: 1}, e  # the reference's own encoder for the reference
+            assert e["patches"] == _patches(groups[i]) > 0, (e, i)  # the group's whole video, every row
+        else:
+            assert e["vision"] == {"policy": 0, "ref": 0} and "pixel_values_videos" not in groups[i].full, e
+    assert trainer.visual.calls == sum(e["has_video"] for e in log)  # VisualCheck's own count agrees
+
+    # the sampler's distribution is the one scored: the log-probabilities of the sampled tokens
+    # under generate's own logits equal pi_old's (same weights), whatever the batching and padding
+    sampled = [(c[r], lp[r]) for c, lp in passes["sampled"] for r in range(len(c))]
+    assert len(sampled) == 4 * 2
+    for grp in groups:
+        for r in range(len(grp.texts)):
+            m = grp.mask[r].bool()
+            toks = grp.completion_ids[r][m]
+            hits = [lp for c, lp in sampled if torch.equal(c[:len(toks)], toks)]
+            assert len(hits) == 1, (grp.record_id, r)
+            gen_logp = torch.log_softmax(hits[0][:len(toks)], -1).gather(-1, toks.unsqueeze(-1)).squeeze(-1)
+            torch.testing.assert_close(grp.old_logp[r][m], gen_logp, rtol=1e-4, atol=1e-4)
 
     # the per-token log-probabilities line up with the completion tokens: recompute the
     # reference's by hand from a plain forward over the whole sequence (the reference is frozen)
-    grp = groups[0]
-    prompt_len = grp.full["input_ids"].shape[1] - grp.completion_ids.shape[1]
-    with torch.no_grad():
-        logits = trainer.ref(**grp.full, use_cache=False).logits.float()
-    want = torch.log_softmax(logits[:, prompt_len - 1:-1], -1).gather(-1, grp.completion_ids.unsqueeze(-1)).squeeze(-1)
-    torch.testing.assert_close(grp.ref_logp, want, rtol=1e-4, atol=1e-4)
-    assert grp.old_logp.shape == grp.ref_logp.shape == grp.mask.shape
+    for grp in groups:
+        prompt_len = grp.full["input_ids"].shape[1] - grp.completion_ids.shape[1]
+        with torch.no_grad():
+            logits = trainer.ref(**grp.full, use_cache=False).logits.float()
+        ref = torch.log_softmax(logits[:, prompt_len - 1:-1], -1)
+        ref = ref.gather(-1, grp.completion_ids.unsqueeze(-1)).squeeze(-1)
+        torch.testing.assert_close(grp.ref_logp, ref, rtol=1e-4, atol=1e-4)
+        assert grp.old_logp.shape == grp.ref_logp.shape == grp.mask.shape
     assert all(not p.requires_grad for p in trainer.ref.parameters())
     # both steps reuse the batch. First: pi_old = pi, rho = 1, the loss is -mean(A) = 0 (KL 0 too).
     # Second: pi moved, rho != 1, the loss is no longer 0
     log = log_of(tmp_path / "run")
-    assert [r["iteration"] for r in log] == [0, 1]
+    assert [r["iteration"] for r in log] == [0, 1] and all(r["completions"] == 8 for r in log)
     assert any(g.advantages.abs().sum() > 0 for g in groups)
     assert abs(log[0]["loss"]) < 1e-6 and log[0]["kl"] < 1e-6 and log[0]["clip_fraction"] == 0
     assert abs(log[1]["loss"]) > 1e-4 and log[1]["kl"] > 0
+
+
+def test_safety_records_with_the_shipped_tiny_config(data, model_dir, tmp_path):
+    """The shipped tiny-grpo recipe on safety/free-form records (the DRA reward): it runs, logs
+    every reward component, and a random model's gibberish earns 0 everywhere, so every group
+    has zero spread and zero advantages (no update at all: KL 0)."""
+    out = tmp_path / "run"
+    final = run_grpo(cfg_for(data, model_dir, out, max_steps=1), progress=False)
+    (row,) = log_of(out)
+    assert {"reward", "reward_format", "reward_rouge", "video_correct", "text_correct", "reward_task",
+            "groups_all_correct", "groups_all_wrong", "groups_zero_std", "kl", "clip_fraction",
+            "completion_length_mean", "completion_length_max"} <= set(row)
+    assert row["completions"] == 2 * 4 and 1 <= row["completion_length_max"] <= 24
+    if row["reward"] == 0:
+        assert row["groups_zero_std"] == 1 and row["loss"] == 0 and row["grad_norm"] == 0
+        start, after = state_of(model_dir), state_of(final)
+        assert all(torch.equal(start[k], after[k]) for k in start)
+    samples = [json.loads(x) for x in (out / "completions.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 and all({"format", "task"} <= set(x["components"]) for x in samples)
 
 
 def test_text_only_groups_never_claim_video(data, model_dir, tmp_path, passes):
@@ -435,6 +494,9 @@ def test_text_only_groups_never_claim_video(data, model_dir, tmp_path, passes):
 
 
 def test_visual_check_fails_when_video_is_lost(data, model_dir, tmp_path, monkeypatch):
+    import numpy as np
+
+    from videosafety.models.base import ModelInput
     from videosafety.models.hf import HFVideoLLM
     from videosafety.train import grpo
 
@@ -452,6 +514,17 @@ def test_visual_check_fails_when_video_is_lost(data, model_dir, tmp_path, monkey
         with check.expect(ids, False, "policy log-probs"):  # a text-only batch needs nothing
             llm.model(**ids, use_cache=False)
         assert check.calls == 0
+        # a real video batch: the pass runs the encoder and is fine; the same batch with its
+        # placeholders but without the frames handed to the model (the fork's silent drop) is not
+        frames = np.random.default_rng(0).integers(0, 256, size=(4, 56, 56, 3), dtype=np.uint8)
+        batch = dict(llm.prepare_batch([ModelInput("What happens here?", frames=frames, video_fps=1.0)]))
+        with torch.no_grad():
+            with check.expect(batch, True, "policy log-probs"):
+                llm.model(**batch, use_cache=False)
+            assert check.calls == 1
+            with pytest.raises(RuntimeError, match="vision encoder never ran"):
+                with check.expect(batch, True, "policy log-probs"):
+                    llm.model(**{k: v for k, v in batch.items() if not k.startswith("pixel_values")}, use_cache=False)
     finally:
         check.close()
 
@@ -487,6 +560,16 @@ def test_resume_reaches_the_uninterrupted_weights(data, model_dir, tmp_path):
     assert [{k: v for k, v in r.items() if k not in drop} for r in la] == \
            [{k: v for k, v in r.items() if k not in drop} for r in lb]  # same completions, rewards, losses
     assert (tmp_path / "a" / "completions.jsonl").read_text() == (tmp_path / "b" / "completions.jsonl").read_text()
+
+    # killed after step 3 with the last checkpoint at step 2: step 3 is redone with the same samples
+    cfg_c = cfg_for(data, model_dir, tmp_path / "c", **{**common, "save_every": 2})
+    run_grpo(cfg_c, progress=False, stop_after_steps=3)
+    assert [p.name for p in (tmp_path / "c" / "checkpoints").iterdir()] == ["step-2"]
+    c = state_of(run_grpo(cfg_c, progress=False))
+    for k in a:
+        assert torch.equal(a[k], c[k]), k
+    lc = [{k: v for k, v in r.items() if k not in drop} for r in log_of(tmp_path / "c")]
+    assert [r["step"] for r in lc] == [1, 2, 3, 3, 4] and lc[2] == lc[3]
 
 
 # ---------------------------------------------------------------- two processes
@@ -610,7 +693,8 @@ def test_lora_reference_is_the_adapter_disabled_model(data, model_dir, tmp_path,
             yield m
 
     monkeypatch.setattr(lora, "adapters_disabled", counting)
-    cfg = cfg_for(data, model_dir, tmp_path / "lora", data="video_ascii_8.jsonl", max_steps=2, lora="{r: 4, alpha: 8, dropout: 0.0}",
+    cfg = cfg_for(data, model_dir, tmp_path / "lora", data="video_ascii_8.jsonl", max_steps=2,
+                  gradient_checkpointing=True, lora="{r: 4, alpha: 8, dropout: 0.0}",
                   **{"lr.llm": 1e-2}, **SMALL)
     trainer = GRPOTrainer(cfg, progress=False)
     final = trainer.train()

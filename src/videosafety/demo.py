@@ -53,7 +53,9 @@ class DemoSettings:
                 "1": {"config": "tiny-stage1", "data": str(data["at-sft"]), "set": {"lr": {"llm": 5e-4, "alarm": 1e-2}}},
                 "2": {"config": "tiny-stage2", "data": str(data["at-sft"]),
                       "set": {"lr": {"llm": 5e-4, "alarm": 1e-2, "heads": 1e-2}}},
-                "cot": {"config": "tiny-cot", "data": str(data["cot"]), "set": {"lr": {"llm": 5e-4}, "epochs": 2}},
+                # the tagged format must be sharp enough that samples at temperature 1.0 often hold
+                # it, or GRPO's format and label rewards are 0 for every completion
+                "cot": {"config": "tiny-cot", "data": str(data["cot"]), "set": {"lr": {"llm": 2e-3}, "epochs": 3}},
                 "grpo": {"config": "tiny-grpo", "data": str(data["grpo"]),
                          "set": {"lr": {"llm": 2e-5}, "log_every": 1, "grpo": {
                              "num_generations": self.grpo_generations, "prompts_per_step": self.grpo_per_step,
