@@ -11,9 +11,18 @@ here, as in our tiny config), the same reward (``videosafety.rewards.score``; TR
 through ``videosafety.rewards.adapters.trl_reward``), the same prompts in the same order
 (TRL's ``shuffle_dataset=False``; the prompt token ids are checked equal), the same
 suppressed tokens (the media placeholders). By default every completion is exactly
-``--max-new-tokens`` long on both sides (``min_new_tokens`` = max: a random model's end
-tokens are suppressed until then), so the generation work matches; ``--free-length`` lets
-them stop at the end-of-turn token instead (lengths are then printed).
+``--max-new-tokens`` long on both sides, so the generation work matches (checked: the run
+stops if any row differs): TRL gets ``min_new_tokens`` = T in its generation kwargs; ours
+builds a fresh ``GenerationConfig`` per ``generate`` call that ignores the checkpoint's
+``min_new_tokens`` but carries over its ``suppress_tokens``, so the bench adds our stop ids
+(end-of-turn + eos) to the policy's ``generation_config.suppress_tokens``. With max = min = T
+both mask the end tokens at every one of the T steps: the same sampling distribution, no
+change to grpo.py. ``--free-length`` lets them stop at the end-of-turn token instead (lengths
+are then printed).
+
+Our trainer samples all P prompts of a round in one ``generate`` call per processor batch key
+(text-only prompts: one bucket, P*G left-padded rows, like TRL), then runs the reference and
+policy log-prob passes per prompt group (G rows each).
 
 A timed step, ours: ``_make_round`` (prompt batches, generation, rewards, advantages,
 reference log-probs) + ``_round_stats`` + ``_step`` (policy forward/backward, clip, AdamW,
@@ -33,8 +42,8 @@ forward + backward + optimizer and bookkeeping. Forward passes are counted with 
 on each model's language model (``model.model.language_model``), split by phase: generation
 (one prefill + one per further new token per ``generate`` call), reference, policy.
 
-``--what-if`` also times our own ``_generate`` and reference ``_logp`` on the whole round as
-one batch of P*G rows (what batching across prompt groups would cost), outside the paired loop.
+``--what-if`` also times our ``_generate`` the way the trainer used to call it, once per
+prompt group (P calls of G rows), on up to 5 of the timed rounds, outside the paired loop.
 
 Needs TRL (not a dependency of videosafety): ``pip install -c constraints.txt "trl==1.16.0"``
 (or ``pip install -e ".[bench]"``).
@@ -77,7 +86,7 @@ from videosafety.rewards import PROBLEM_TYPES
 from videosafety.rewards.adapters import trl_reward
 from videosafety.tags import format_solution
 from videosafety.train.config import load_config
-from videosafety.train.grpo import GRPOTrainer, Group, completion_mask, extend_with_completions
+from videosafety.train.grpo import GRPOTrainer
 from videosafety.train.records import GRPORecord, write_records
 
 # Text-only safety prompts: (query, video label, query label, reference answer). No video, so
@@ -185,7 +194,7 @@ def main() -> None:
     ap.add_argument("--free-length", action="store_true",
                     help="let completions stop at the end-of-turn token (default: all exactly --max-new-tokens)")
     ap.add_argument("--what-if", action="store_true",
-                    help="also time our _generate / reference _logp on the round as one P*G-row batch")
+                    help="also time our _generate per prompt group (the old per-group generation)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=None, help="folder for the model and records (reused)")
     ap.add_argument("--json", type=Path, default=None, help="write the per-round figures here")
@@ -222,9 +231,11 @@ def main() -> None:
     ours._setup()
     ours_base = getattr(ours.unwrapped, "base", ours.unwrapped)
     if not args.free_length:
-        # _generate copies base.generation_config and updates only other fields: min_new_tokens
-        # survives, so the stop tokens are suppressed until T tokens (no change to grpo.py).
-        ours_base.generation_config.min_new_tokens = T
+        # _generate builds a fresh GenerationConfig (min_new_tokens would not reach it) but keeps
+        # the checkpoint's suppress_tokens: suppressing the stop ids there masks them at every step,
+        # which with max_new_tokens = T is what min_new_tokens = T does on TRL's side.
+        ours_base.generation_config.suppress_tokens = sorted(
+            {*(ours_base.generation_config.suppress_tokens or []), *ours.stop_ids})
     m_ours = Meter()
     ours._generate = m_ours.timed("generation", ours._generate, phase="gen")
     ours._fixed_logps = m_ours.timed("reference", ours._fixed_logps)
@@ -282,13 +293,15 @@ def main() -> None:
     tr._generate_single_turn = gen_and_measure
     hooks += [m_trl.hook(language_model(tr.model), "policy"), m_trl.hook(language_model(tr.ref_model), "ref")]
 
-    # Same prompt tokens on both sides (first prompt: ours renders it once per group)
+    # Same prompt tokens on both sides (first prompt, rendered alone: no left padding)
     _, inputs = ours._inputs(ours.records[:1])
-    ours_ids = ours._prompt_batch(inputs[0])[0]["input_ids"][0].tolist()
+    ours_ids = ours._rows_batch([inputs[0]])[0]["input_ids"][0].tolist()
     trl_ids = tr._tokenize_prompts([trl_rows(ours.records[:1])[0]["prompt"]])[0][0]
     trl_ids = list(trl_ids.tolist() if hasattr(trl_ids, "tolist") else trl_ids)
     same_prompt = ours_ids == trl_ids
-    prompt_lens = [len(ours._prompt_batch(inp)[0]["input_ids"][0]) for inp in ours._inputs(ours.records[:P])[1]]
+    first_inputs = ours._inputs(ours.records[:P])[1]
+    prompt_lens = [len(ours._rows_batch([inp])[0]["input_ids"][0]) for inp in first_inputs]
+    n_buckets = len({ours.llm._batch_key(inp) for inp in first_inputs})
 
     n_policy = sum(p.numel() for p in ours.trainable)
     n_trl = sum(p.numel() for p in tr.model.parameters() if p.requires_grad)
@@ -296,10 +309,13 @@ def main() -> None:
           f"hidden {args.hidden}, {args.layers} layers, {sum(p.numel() for p in ours_base.parameters()) / 1e6:.2f} M "
           f"parameters (trained: ours {n_policy / 1e6:.2f} M LLM, TRL {n_trl / 1e6:.2f} M = all requires_grad)")
     print(f"P={P} prompts x G={G} = {P * G} completions per step, T={T} new tokens "
-          f"({'forced: min_new_tokens=T' if not args.free_length else 'free length'}), beta 0.04, "
+          f"({'forced: stop ids suppressed (ours) / min_new_tokens=T (TRL)' if not args.free_length else 'free length'}), "
+          f"beta 0.04, "
           f"{args.warmup} warm-up + {args.steps} timed rounds, interleaved")
     print(f"prompt tokens (first {P} prompts): {prompt_lens}; first prompt identical on both sides: {same_prompt}"
           + ("" if same_prompt else f" (ours {len(ours_ids)}, TRL {len(trl_ids)} tokens)"))
+    print(f"ours: {n_buckets} batch-key bucket(s) per round = {n_buckets} generate call(s) for the {P * G} rows; "
+          f"reference and policy passes per group of {G} ({P} each)")
 
     res = {"ours": [], "trl": []}
 
@@ -370,28 +386,25 @@ def main() -> None:
     lt = [x for k in ks for x in trl_r[k][2]["lengths"]]
     print(f"completion tokens per row: ours mean {statistics.mean(lo):.1f} (min {min(lo)}, max {max(lo)}), "
           f"TRL mean {statistics.mean(lt):.1f} (min {min(lt)}, max {max(lt)})")
+    if not args.free_length:
+        all_t = all(x == T for x in lo + lt) and len(lo) == len(lt) == len(ks) * P * G
+        print(f"every row exactly T={T} tokens on both sides: {all_t}")
+        if not all_t:
+            sys.exit("completion lengths differ from T: the forced-length setup did not take")
 
     if args.what_if:
-        # Our own _generate / reference _logp on all P*G rows of a round at once (left padded).
-        gens, refs, per_group_gen, per_group_ref = [], [], [], []
+        # The old way: one _generate call per prompt group (G rows), P calls per round.
+        per_group, batched = [], []
         for k in ks[: min(len(ks), 5)]:
-            recs, inps = ours._inputs(ours.records[k * P:(k + 1) * P])
-            batch = dict(ours.llm.prepare_batch([inp for inp in inps for _ in range(G)]))
+            _, inps = ours._inputs(ours.records[k * P:(k + 1) * P])
             t0 = time.perf_counter()
-            comp_ids = ours._generate(batch, False, k)
-            gens.append(time.perf_counter() - t0)
-            mask = completion_mask(comp_ids, ours.stop_ids)
-            grp = Group("all", extend_with_completions(batch, comp_ids, mask), None, comp_ids, mask, False, [],
-                        torch.zeros(P * G), [], torch.zeros(P * G))
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                ours._logp(ours.ref, grp, "reference log-probs")
-            refs.append(time.perf_counter() - t0)
-            per_group_gen.append(ours_r[k][2]["secs"].get("generation", 0.0))
-            per_group_ref.append(ours_r[k][2]["secs"].get("reference", 0.0))
-        print(f"\nwhat-if, our _generate on one {P * G}-row batch: median {median(gens):.3f} s "
-              f"(per-group in the paired rounds: {median(per_group_gen):.3f} s); reference _logp on one batch: "
-              f"{median(refs):.3f} s (per-group: {median(per_group_ref):.3f} s)")
+            for j, inp in enumerate(inps):
+                batch, _ = ours._rows_batch([inp] * G)
+                ours._generate(batch, inp.has_video, k * 997 + j)
+            per_group.append(time.perf_counter() - t0)
+            batched.append(ours_r[k][2]["secs"].get("generation", 0.0))
+        print(f"\nwhat-if, our generation per prompt group ({P} calls of {G} rows): median "
+              f"{median(per_group):.3f} s per round (one batched call in the paired rounds: {median(batched):.3f} s)")
 
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
