@@ -59,6 +59,28 @@ def test_reference_policy_run_outputs_and_cache(mini, tmp_path):
     assert comparable(rows(out)) == comparable(rs)
 
 
+def test_instruction_reaches_the_prompt_and_the_cache_key(mini, tmp_path, tiny_model_dirs):
+    """--instruction reasoning appends the tagged-answer format to every query: the model sees it
+    (recorded prompt), run.json and each row say so, and its responses never share cache keys
+    with a run without it."""
+    from videosafety.tags import GRPO_INSTRUCTION
+
+    out = tmp_path / "instr"
+    base = ["eval", "--bench", str(mini), "--model", f"hf:{tiny_model_dirs['qwen2_vl']}", "--out", str(out),
+            "--limit", "4", "--conditions", "text,video", "--no-judge", *TINY_FLAGS]
+    r = runner.invoke(app, base)
+    assert r.exit_code == 0, r.output
+    plain = rows(out)
+    r = runner.invoke(app, [*base, "--instruction", "reasoning"])
+    assert r.exit_code == 0, r.output
+    assert "0 from cache" in r.output
+    tagged = rows(out)
+    assert all(x["prompt"].endswith("\n" + GRPO_INSTRUCTION) and x["instruction"] == GRPO_INSTRUCTION for x in tagged)
+    assert all(x["instruction"] is None and GRPO_INSTRUCTION not in x["prompt"] for x in plain)
+    assert not {x["cache_key"] for x in plain} & {x["cache_key"] for x in tagged}
+    assert json.loads((out / "run.json").read_text())["instruction"] == GRPO_INSTRUCTION
+
+
 def test_limit_is_stratified_and_filters_combine(mini, tmp_path):
     out = tmp_path / "lim"
     r = runner.invoke(app, ["eval", "--bench", str(mini), "--model", "ref:refuse-all", "--out", str(out),

@@ -267,6 +267,9 @@ def eval_cmd(
     trust_remote_code: bool = typer.Option(False, help="hf: allow the checkpoint's own code (off by default)."),
     judge: str = typer.Option("rules", help="Judge for the verdicts (see `videosafety judge`)."),
     no_judge: bool = typer.Option(False, "--no-judge", help="Stop after the responses: no verdicts, no report."),
+    instruction: str = typer.Option(None, help="Text appended to every query; 'reasoning' = the tagged "
+                                               "think/answer/vidType/textType format VideoSafety-R1 is trained on "
+                                               "(judges read its <answer>)."),
 ) -> None:
     """Run a video LLM over a safety benchmark in the video, text and blank conditions, then
     judge the responses and write the report."""
@@ -338,8 +341,12 @@ def eval_cmd(
         err_console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2)
     out = out or Path("runs") / f"eval-{_slug(llm.name)}"
+    if instruction == "reasoning":
+        from videosafety.tags import GRPO_INSTRUCTION
+
+        instruction = GRPO_INSTRUCTION
     cfg = EvalConfig(conditions=conds, settings=settings, budget=budget, batch_size=batch_size,
-                     decode_workers=workers, force=force, max_error_rate=max_error_rate)
+                     decode_workers=workers, force=force, max_error_rate=max_error_rate, instruction=instruction)
     if state.is_main_process:
         for n in notes:
             console.print(f"[yellow]note:[/yellow] {n}")

@@ -37,19 +37,23 @@ def blank_frames(sample: Sample, budget: FrameBudget) -> tuple[np.ndarray, np.nd
 
 
 def model_input(sample: Sample, condition: str, budget: FrameBudget, root: str | Path,
-                *, timeout: float = 60.0) -> ModelInput:
-    """The model input of one sample under one condition. Raises vio.VideoError for a bad
-    video in the video condition (the caller records it on the sample's row)."""
+                *, timeout: float = 60.0, instruction: str | None = None) -> ModelInput:
+    """The model input of one sample under one condition; `instruction` (e.g. a reasoning model's
+    answer-format request) follows the query. Raises vio.VideoError for a bad video in the video
+    condition (the caller records it on the sample's row)."""
+    from videosafety.tags import with_instruction
+
     _check(condition)
     meta = {"sample_id": sample.id, "condition": condition}
+    query = with_instruction(sample.query, instruction)
     if condition == "text":
-        return ModelInput(query=sample.query, meta=meta)
+        return ModelInput(query=query, meta=meta)
     if condition == "blank":
         frames, times = blank_frames(sample, budget)
         rate = len(times) / sample.video.duration
-        return ModelInput(query=sample.query, frames=frames, timestamps=times, video_fps=rate, meta=meta)
+        return ModelInput(query=query, frames=frames, timestamps=times, video_fps=rate, meta=meta)
     sampled = vio.sample_with_budget(Path(root) / sample.video.path, budget, timeout=timeout)
-    return ModelInput(query=sample.query, frames=sampled.frames, timestamps=sampled.timestamps,
+    return ModelInput(query=query, frames=sampled.frames, timestamps=sampled.timestamps,
                       video_fps=sampled.sampled_fps, meta=meta)
 
 

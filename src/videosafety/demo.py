@@ -33,15 +33,15 @@ DEMO_JUDGE = "rules"
 @dataclass(frozen=True)
 class DemoSettings:
     eval_limit: int = 240  # eval samples (x 3 conditions), stratified
-    max_new_tokens: int = 96  # both models, greedy
-    sft_records: int = 640  # per SFT stage
+    max_new_tokens: int = 160  # both models, greedy: room for a tagged answer
+    sft_records: int = 960  # per SFT stage
     sft_batch: int = 16
-    cot_epochs: int = 2
+    cot_epochs: int = 6
     cot_lr: float = 5e-4
-    grpo_prompts: int = 32
+    grpo_prompts: int = 64
     grpo_per_step: int = 4
     grpo_generations: int = 6
-    grpo_max_new_tokens: int = 72
+    grpo_max_new_tokens: int = 192  # a tagged completion runs to ~150 tokens in some scripts
     seed: int = 0
 
     def recipe(self, model: str, output_dir: Path, data: dict[str, Path]) -> dict:
@@ -55,8 +55,9 @@ class DemoSettings:
                 "1": {"config": "tiny-stage1", "data": str(data["at-sft"]), "set": {"lr": {"llm": 5e-4, "alarm": 1e-2}}},
                 "2": {"config": "tiny-stage2", "data": str(data["at-sft"]),
                       "set": {"lr": {"llm": 5e-4, "alarm": 1e-2, "heads": 1e-2}}},
-                # A higher rate (2e-3, 3 epochs) was tried: the tiny model's answers degenerate into mixed
-                # languages and HH DSR fell to 69 %.
+                # The tagged format must be sharp enough that samples at temperature 1.0 hold it, or
+                # GRPO's rewards are 0 for every completion (2 epochs: format reward 0 in every group).
+                # A higher rate (2e-3) instead degenerates the tiny model's answers into mixed languages.
                 "cot": {"config": "tiny-cot", "data": str(data["cot"]),
                         "set": {"lr": {"llm": self.cot_lr}, "epochs": self.cot_epochs}},
                 "grpo": {"config": "tiny-grpo", "data": str(data["grpo"]),
@@ -104,7 +105,8 @@ def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
     return paths
 
 
-def evaluate(model_spec: str, manifest: Path, out: Path, settings: DemoSettings, *, progress: bool) -> Path:
+def evaluate(model_spec: str, manifest: Path, out: Path, settings: DemoSettings, *, progress: bool,
+             instruction: str | None = None) -> Path:
     """Responses (video, text, blank), rules verdicts; returns the run folder."""
     from videosafety.evaluate.runner import EvalConfig, SampleFilter, run_eval
     from videosafety.judges.run import judge_run
@@ -115,7 +117,7 @@ def evaluate(model_spec: str, manifest: Path, out: Path, settings: DemoSettings,
 
     llm = load_model(model_spec, DEMO_BUDGET, ModelOptions(device="cpu", dtype="float32", batch_size=16))
     cfg = EvalConfig(settings=GenerationSettings(max_new_tokens=settings.max_new_tokens), budget=DEMO_BUDGET,
-                     batch_size=16)
+                     batch_size=16, instruction=instruction)
     run_eval(llm, manifest, out, cfg, SampleFilter(split="eval", limit=settings.eval_limit), progress=progress)
     judge_run(out, load_judge(DEMO_JUDGE), progress=False)
     return out
@@ -179,7 +181,10 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, pr
 
     t = time.perf_counter()
     log("3/4 evaluating the trained model the same way")
-    trained_run = evaluate(f"hf:{final}", manifest, out / "eval-trained", settings, progress=progress)
+    # Each model is asked the way it is used: the base with the plain query, VideoSafety-R1 with
+    # the reasoning format it was trained to answer in (the judge reads its <answer>).
+    trained_run = evaluate(f"hf:{final}", manifest, out / "eval-trained", settings, progress=progress,
+                           instruction=tags.GRPO_INSTRUCTION)
     seconds["eval trained"] = time.perf_counter() - t
 
     log("4/4 report")

@@ -35,9 +35,12 @@ def sample_content(sample: Sample) -> dict:
     return {"query": sample.query, "video": [v.sha256, v.duration, v.width, v.height]}
 
 
-def run_fingerprint(model_name: str, revision: str, settings: GenerationSettings, budget: FrameBudget) -> str:
+def run_fingerprint(model_name: str, revision: str, settings: GenerationSettings, budget: FrameBudget,
+                    instruction: str | None = None) -> str:
     payload = {"model": model_name, "revision": revision, "generation": asdict(settings),
                "budget": budget.model_dump(mode="json"), "prompt_version": PROMPT_VERSION}
+    if instruction:  # absent otherwise, so caches of runs without one keep their keys
+        payload["instruction"] = instruction
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -24,6 +24,7 @@ from videosafety import __version__, taxonomy
 from videosafety import video as vio
 from videosafety.budget import FrameBudget
 from videosafety.conditions import model_input
+from videosafety.tags import with_instruction
 from videosafety.data.manifest import iter_samples, manifest_root
 from videosafety.evaluate.cache import PROMPT_VERSION, ResponseCache, cache_key, run_fingerprint
 from videosafety.models.base import FailedResponse, GenerationSettings, ModelInput, VideoLLM
@@ -77,6 +78,7 @@ class EvalConfig:
     decode_workers: int = 2
     force: bool = False
     max_error_rate: float = 0.05
+    instruction: str | None = None  # appended to every query (tags.with_instruction), e.g. a reasoning format
 
 
 @dataclass
@@ -128,13 +130,13 @@ def run_eval(model: VideoLLM, manifest: str | Path, out_dir: str | Path, cfg: Ev
     out.mkdir(parents=True, exist_ok=True)
     root = manifest_root(manifest)
     stream = select_samples(manifest, flt)
-    fp = run_fingerprint(model.name, model.revision, cfg.settings, cfg.budget)
+    fp = run_fingerprint(model.name, model.revision, cfg.settings, cfg.budget, cfg.instruction)
     summary = EvalSummary()
     t_start = time.perf_counter()
     run_info = {
         "model": model.name, "model_revision": model.revision, "manifest": str(manifest),
         "conditions": list(cfg.conditions), "generation": asdict(cfg.settings),
-        "budget": cfg.budget.model_dump(mode="json"), "prompt_version": PROMPT_VERSION,
+        "budget": cfg.budget.model_dump(mode="json"), "prompt_version": PROMPT_VERSION, "instruction": cfg.instruction,
         "filter": asdict(flt), "batch_size": cfg.batch_size, "processes": world,
         "fingerprint": fp, "versions": package_versions(), **(extra_run_info or {}),
     }
@@ -169,7 +171,7 @@ def run_eval(model: VideoLLM, manifest: str | Path, out_dir: str | Path, cfg: Ev
 
         def one(s: Sample):
             try:
-                return model_input(s, condition, cfg.budget, root)
+                return model_input(s, condition, cfg.budget, root, instruction=cfg.instruction)
             except vio.VideoError as e:
                 return e
         return list(decoder.map(one, samples))
@@ -237,7 +239,8 @@ def _write_rows(out: Path, stream, cfg: EvalConfig, fp: str, model: VideoLLM, ca
     errors: Counter = Counter()
     by_cond: Counter = Counter()
     base = {"model": model.name, "model_revision": model.revision, "generation": asdict(cfg.settings),
-            "budget": cfg.budget.model_dump(mode="json"), "prompt_version": PROMPT_VERSION}
+            "budget": cfg.budget.model_dump(mode="json"), "prompt_version": PROMPT_VERSION,
+            "instruction": cfg.instruction}
     with open(tmp, "w", encoding="utf-8") as f:
         for condition in cfg.conditions:
             for chunk in _chunks(stream(), 512):
@@ -251,8 +254,8 @@ def _write_rows(out: Path, stream, cfg: EvalConfig, fp: str, model: VideoLLM, ca
                             summary.error_examples.append(f"{s.id} [{condition}] {error}")
                     row = {"sample_id": s.id, "condition": condition, "subset": s.subset, "category": s.category,
                            "subcategory": s.subcategory, "language": s.language, "video_label": s.video_label,
-                           "query_label": s.query_label, "prompt": s.query, "response": response,
-                           "error": error, "seconds": seconds, "cache_key": k, **base}
+                           "query_label": s.query_label, "prompt": with_instruction(s.query, cfg.instruction),
+                           "response": response, "error": error, "seconds": seconds, "cache_key": k, **base}
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
                     by_cond[condition] += 1
     tmp.replace(out / RESPONSES)

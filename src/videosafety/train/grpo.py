@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -206,18 +205,13 @@ class GRPOTrainer:
 
     # -- setup
     def _setup(self):
-        from accelerate import Accelerator
-        from accelerate.state import AcceleratorState
         from accelerate.utils import DistributedType, set_seed
-        from transformers import get_scheduler
 
         from videosafety.train.records import GRPORecord, read_records
-        from videosafety.train.trainer import load_for_stage, trainable_groups
+        from videosafety.train.trainer import load_for_stage, make_accelerator, make_optimizer, trainable_groups
 
         cfg, g = self.cfg, self.g
-        AcceleratorState._reset_state()
-        use_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
-        acc = self.acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=use_cpu)
+        acc = self.acc = make_accelerator(cfg)
         set_seed(cfg.seed)
         self.world, self.rank = acc.num_processes, acc.process_index
         if g.prompts_per_step % self.world:
@@ -259,10 +253,7 @@ class GRPOTrainer:
             total = min(total, cfg.max_steps)
         self.total_steps = total
 
-        self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
-        self.scheduler = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
-                                       self.optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total),
-                                       num_training_steps=total)
+        self.optimizer, self.scheduler = make_optimizer(groups, cfg, total)
         self.model, self.optimizer = acc.prepare(model, self.optimizer)
         acc.register_for_checkpointing(self.scheduler)
         self.manual_reduce = self.world > 1 and acc.distributed_type in (DistributedType.MULTI_CPU,

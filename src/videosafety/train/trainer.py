@@ -102,6 +102,29 @@ def _forward(model, batch: Batch, uses_heads: bool):
     return model(**inputs, use_cache=False).logits, None, None  # one pass: a KV cache is only memory
 
 
+def make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # accelerate keeps one process-wide state; stages run back to back in one process (the
+    # pipeline, tests) may differ in precision, so each run starts from a fresh one.
+    AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=cfg.mixed_precision,
+                       cpu=cfg.device == "cpu" or not torch.cuda.is_available())
+
+
+def make_optimizer(groups: list[dict], cfg: TrainConfig, total_steps: int):
+    """AdamW over the parameter groups and the config's schedule over total_steps optimizer steps.
+    The scheduler stays unprepared: accelerate would step it once per process per step."""
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
+    scheduler = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
+                              optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
 def _checkpoints(out: Path) -> list[Path]:
     return sorted((out / CHECKPOINT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
@@ -128,20 +151,12 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
     """Train; returns the folder of the final model. Resumes from the newest complete
     checkpoint in output_dir. stop_after_steps ends the process's work early (as a kill would)
     without saving a final model: for resume tests."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from transformers import get_scheduler
 
     from videosafety.train.records import CoTRecord, SFTRecord, read_records
 
     out = Path(cfg.output_dir)
-    use_cpu = cfg.device == "cpu" or not torch.cuda.is_available()
-    from accelerate.state import AcceleratorState
-
-    # accelerate keeps one process-wide state; stages run back to back in one process (the
-    # pipeline, tests) may differ in precision, so each run starts from a fresh one.
-    AcceleratorState._reset_state()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=use_cpu)
+    accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     world, rank = accelerator.num_processes, accelerator.process_index
     accum = cfg.accumulation_for(world)
@@ -176,10 +191,7 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
 
-    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
-    scheduler = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
-                              optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    optimizer, scheduler = make_optimizer(groups, cfg, total_steps)
     # The scheduler stays unprepared: accelerate would step it once per process per step, but
     # total_steps already counts optimizer steps. It is registered so checkpoints carry it.
     model, optimizer = accelerator.prepare(model, optimizer)
