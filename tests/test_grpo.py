@@ -710,3 +710,18 @@ def test_lora_reference_is_the_adapter_disabled_model(data, model_dir, tmp_path,
     changed = {k.split(":")[1] for k in before if not torch.equal(before[k], after.get(k, before[k]))}
     assert changed and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"))
                            and "visual" not in k for k in changed), sorted(changed)[:5]
+
+
+def test_token_logprobs_equals_the_full_log_softmax():
+    from videosafety.train.grpo import token_logprobs
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g, requires_grad=True)
+    ids = torch.randint(0, 11, (3, 5), generator=g)
+    want = torch.log_softmax(logits / 0.7, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    got = token_logprobs(logits, ids, 0.7)
+    torch.testing.assert_close(got, want)
+    # the gradient flows as through the full log-softmax
+    (g1,) = torch.autograd.grad(got.sum(), logits)
+    (g2,) = torch.autograd.grad(want.sum(), logits)
+    torch.testing.assert_close(g1, g2)

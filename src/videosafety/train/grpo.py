@@ -67,6 +67,17 @@ def completion_mask(completion_ids: torch.Tensor, stop_ids: set[int]) -> torch.T
     return (torch.arange(t).unsqueeze(0) <= first.unsqueeze(1)).long()
 
 
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature) at ids, (N, T, V) -> (N, T), one row at a time in float32:
+    the full (N, T, V) float32 log-softmax would be G x 768 x 152k floats (~2.8 GB) at the
+    recipe's scale."""
+    rows = []
+    for row_logits, row_ids in zip(logits, ids):
+        x = row_logits.float() / temperature
+        rows.append(x.gather(-1, row_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(x, dim=-1))
+    return torch.stack(rows)
+
+
 def grpo_token_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
                     advantages: torch.Tensor, *, epsilon: float, epsilon_high: float | None,
                     beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -346,8 +357,7 @@ class GRPOTrainer:
                 logits = module(alarm_positions=grp.alarm_positions.to(self.acc.device), heads=False, **kw).logits
             else:
                 logits = module(**kw).logits
-        logits = logits[:, :-1].float() / self.g.temperature
-        return torch.log_softmax(logits, dim=-1).gather(-1, comp.unsqueeze(-1)).squeeze(-1)
+        return token_logprobs(logits[:, :-1], comp, self.g.temperature)
 
     @torch.no_grad()
     def _fixed_logps(self, grp: Group) -> None:
