@@ -43,6 +43,78 @@ def bench_mini(
     _print_stats(manifest_stats(iter_samples(path)), title=f"VSB-mini: {path}")
 
 
+@bench_app.command("build")
+def bench_build(
+    videos: Path = typer.Option(..., help="Folder of candidate videos."),
+    metadata: Path = typer.Option(..., help="CSV or JSONL: video (relative path), category_hint, language, source, licence."),
+    out: Path = typer.Option(..., "--out", help="Folder for the stage outputs (ingest.jsonl, static.jsonl)."),
+    stages: str = typer.Option("ingest,static", help="Comma list of stages to run, in order."),
+    static_model: str = typer.Option(None, help="Vision model for the static filter (AutoModel, e.g. "
+                                                "facebook/dinov2-small); default: the built-in pixel score."),
+    static_threshold: float = typer.Option(0.999, help="Consecutive-frame similarity at or above which a clip is near-static."),
+    near_duplicate_bits: float = typer.Option(6.0, help="Mean perceptual-hash distance (of 64) for near duplicates."),
+    labeller: list[str] = typer.Option([], "--labeller", help="Stage label: a model spec (hf:, openai:MODEL@URL, "
+                                                               "ref:); repeat for several voting labellers."),
+    min_agreement: float = typer.Option(1.0, help="Stage label: agreement below which a video goes to human review."),
+    workers: int = typer.Option(0, help="Worker processes (0 = up to 4, by CPU count)."),
+) -> None:
+    """Build a benchmark from real videos, stage by stage (resumable; each stage's output is its cache)."""
+    from videosafety.data.construct import IngestSettings, StaticSettings, ingest, static_filter
+    from videosafety.data.manifest import ManifestError
+
+    todo = _csv(stages) or ()
+    unknown = [x for x in todo if x not in ("ingest", "static", "label")]
+    if unknown:
+        err_console.print(f"[red]error:[/red] unknown stage(s) {unknown}; available: ingest, static, label")
+        raise typer.Exit(2)
+    if "label" in todo and not labeller:
+        err_console.print("[red]error:[/red] stage label needs at least one --labeller")
+        raise typer.Exit(2)
+    try:
+        if "ingest" in todo:
+            s = ingest(videos, metadata, out, IngestSettings(near_duplicate_bits=near_duplicate_bits),
+                       workers=workers or None)
+            console.print(f"ingest: {s.kept}/{s.listed} kept, rejected {s.rejected or 0}, {s.examined} examined "
+                          f"-> {s.output}")
+        if "static" in todo:
+            st = static_filter(videos, out, StaticSettings(threshold=static_threshold, model=static_model),
+                               workers=workers or None)
+            console.print(f"static: {st.kept}/{st.candidates} kept, {st.static} near-static, {st.errors} unreadable, "
+                          f"{st.scored} scored -> {st.output}")
+        if "label" in todo:
+            from videosafety.data.construct.label import LabelSettings, label_videos
+
+            lb = label_videos(videos, out, LabelSettings(labellers=labeller, min_agreement=min_agreement))
+            console.print(f"label: {lb.harmful} harmful, {lb.safe} safe, {lb.flagged} flagged for review "
+                          f"(`videosafety bench review {out} --export sheet.csv`), {lb.labelled} asked -> {lb.output}")
+    except (ManifestError, FileNotFoundError, ValueError) as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+
+
+@bench_app.command("review")
+def bench_review(
+    out: Path = typer.Argument(..., help="The build folder (holding label.jsonl)."),
+    export: Path = typer.Option(None, "--export", help="Write the flagged videos to this CSV sheet."),
+    import_: Path = typer.Option(None, "--import", help="Apply the decisions of a filled sheet."),
+) -> None:
+    """Human review of labelling disagreements: export a sheet, fill `decision`, import it."""
+    from videosafety.data.construct.label import export_review, import_review
+    from videosafety.data.manifest import ManifestError
+
+    if (export is None) == (import_ is None):
+        err_console.print("[red]error:[/red] give exactly one of --export or --import")
+        raise typer.Exit(2)
+    try:
+        if export is not None:
+            console.print(f"{export_review(out, export)} video(s) to review -> {export}")
+        else:
+            console.print(f"{import_review(out, import_)} decision(s) applied to {out / 'label.jsonl'}")
+    except (ManifestError, FileNotFoundError) as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+
+
 @bench_app.command("validate")
 def bench_validate(
     path: Path = typer.Argument(..., help="Manifest file (.jsonl/.parquet) or its folder."),
@@ -117,6 +189,46 @@ def bench_convert(
     if not hf and src.resolve().parent != dst.resolve().parent:
         err_console.print("[yellow]note:[/yellow] video paths are relative to the manifest's folder; "
                           "the new manifest lives elsewhere, so copy or link its videos beside it")
+
+
+@bench_app.command("augment")
+def bench_augment(
+    manifest: str = typer.Argument(..., help="Manifest file or its folder, or vsb-mini."),
+    out: Path = typer.Option(..., "--out", help="Folder to write manifest.jsonl and videos/ into."),
+    attacks: str = typer.Option("late,interleave,overlay", help="Comma list of late, interleave, overlay."),
+    split: str = typer.Option("eval", help="Split to attack ('all' for every row)."),
+    subsets: str = typer.Option("HH,HB", help="Comma list of subsets to attack (only harmful-video samples are)."),
+    languages: str = typer.Option(None, help="Comma list of language codes."),
+    limit: int = typer.Option(None, help="At most N source samples, evenly spread over the selection."),
+    late_fraction: float = typer.Option(0.25, help="late: share of the harmful clip kept, from its end."),
+    block_seconds: float = typer.Option(1.0, help="interleave: seconds per benign / harmful block."),
+    overlay_text: str = typer.Option("intention", help="overlay: 'intention' (the harmful intention, else the "
+                                                       "query) or 'query'."),
+    with_sources: bool = typer.Option(False, "--with-sources", help="Also copy the unattacked source samples, "
+                                                                     "so one eval compares them with each attack."),
+) -> None:
+    """Temporal and typographic attacks: variants of harmful samples whose harmful content comes
+    late, is interleaved with benign footage, or is written over a benign video (deterministic)."""
+    from videosafety.data.augment import AttackSettings, augment_manifest, parse_attacks
+    from videosafety.data.manifest import ManifestError
+
+    try:
+        if manifest == "vsb-mini":
+            from videosafety.data.vsb_mini import default_vsb_mini
+
+            manifest = str(default_vsb_mini())
+        summary = augment_manifest(
+            manifest, out, parse_attacks(attacks), split=None if split == "all" else split, subsets=_csv(subsets),
+            languages=_csv(languages), limit=limit, with_sources=with_sources,
+            settings=AttackSettings(late_fraction=late_fraction, block_seconds=block_seconds,
+                                    overlay_text=overlay_text),
+            progress=lambda m: console.print(f"[dim]{m}[/dim]"))
+    except (ManifestError, FileNotFoundError, ValueError) as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
+    skipped = {a: n for a, n in (summary.skipped or {}).items() if n}
+    console.print(f"{summary.sources} source samples -> {summary.manifest}"
+                  + (f" (not applicable: {skipped})" if skipped else ""))
 
 
 def _train(stage: str, config: str | None, model: str | None, data: str | None, out: str | None,
@@ -236,7 +348,8 @@ def _slug(text: str) -> str:
 
 @app.command("eval")
 def eval_cmd(
-    bench: str = typer.Option("vsb-mini", help="Manifest (file or folder), or vsb-mini (built on first use)."),
+    bench: str = typer.Option("vsb-mini", help="Manifest (file or folder), vsb-mini (built on first use), or FORMAT:PATH of a peer benchmark "
+                                           "(video-safetybench, mm-safetybench, vlguard, figstep; converted on first use)."),
     model: str = typer.Option(None, help="hf:PATH_OR_ID, openai:MODEL@BASE_URL, ref:refuse-all, ref:comply-all; "
                                          "default: the embedded demo model."),
     conditions: str = typer.Option(",".join(taxonomy.CONDITIONS), help="Comma list of video, text, blank."),
@@ -245,8 +358,11 @@ def eval_cmd(
     languages: str = typer.Option(None, help="Comma list of language codes."),
     categories: str = typer.Option(None, help="Comma list of categories or sub-categories."),
     limit: int = typer.Option(None, help="At most N samples, evenly spread over the selection."),
-    fps: float = typer.Option(None, help="Frames per second to sample (default 1, or the demo's budget)."),
-    num_frames: int = typer.Option(None, help="A fixed number of frames, uniformly spread."),
+    fps: str = typer.Option(None, help="Frames per second to sample (default 1, or the demo's budget); a comma "
+                                       "list (0.5,1,2,4) runs one eval per rate into OUT/fps-<v> and reports them "
+                                       "together, with DSR plotted against the rate."),
+    num_frames: str = typer.Option(None, help="A fixed number of frames, uniformly spread; a comma list (4,8,16) "
+                                              "sweeps as --fps does, into OUT/frames-<n>."),
     max_frames: int = typer.Option(None, help="Most frames per video (default 90)."),
     max_pixels: int = typer.Option(None, help="Most pixels per frame (the processor resizes)."),
     max_new_tokens: int = typer.Option(None, help="Most new tokens per response (default 256; the demo's own for it)."),
@@ -284,6 +400,15 @@ def eval_cmd(
         bad = [c for c in conds if c not in taxonomy.CONDITIONS]
         if bad or not conds:
             raise ValueError(f"unknown condition(s) {bad}; expected a comma list of {', '.join(taxonomy.CONDITIONS)}")
+        # a single value keeps the one-run behaviour; a comma list is a sweep (evaluate.sweep)
+        from videosafety.evaluate.sweep import parse_values
+
+        fps_values, frame_values = parse_values(fps, float, "--fps"), parse_values(num_frames, int, "--num-frames")
+        sweeping = len(fps_values or ()) > 1 or len(frame_values or ()) > 1
+        if sweeping and fps_values and frame_values:
+            raise ValueError("sweep over --fps or over --num-frames, not both")
+        fps = None if sweeping or not fps_values else fps_values[0]
+        num_frames = None if sweeping or not frame_values else frame_values[0]
     except ValueError as e:
         err_console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2)
@@ -313,12 +438,21 @@ def eval_cmd(
         if max_pixels is not None:
             base["max_pixels"] = max_pixels
         budget = FrameBudget.model_validate(base)
-    if bench == "vsb-mini":
-        from videosafety.data.vsb_mini import default_vsb_mini
+    if sweeping:
+        from videosafety.evaluate.sweep import sweep_points
 
-        manifest: str | Path = default_vsb_mini()
-    else:
-        manifest = bench
+        points = sweep_points(budget, fps=fps_values if fps_values and len(fps_values) > 1 else None,
+                              num_frames=frame_values if frame_values and len(frame_values) > 1 else None,
+                              max_frames=max_frames)
+    from videosafety.data.peers import bench_source
+
+    try:
+        manifest: str | Path = bench_source(bench)
+    except (ValueError, OSError) as e:  # PeerFormatError names file, line and field
+        from rich.markup import escape
+
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        raise typer.Exit(2)
     settings = GenerationSettings(max_new_tokens=max_new_tokens or 256, do_sample=temperature > 0,
                                   temperature=temperature if temperature > 0 else 1.0, top_p=top_p, seed=seed)
     flt = SampleFilter(split=None if split == "all" else split, subsets=_csv(subsets), languages=_csv(languages),
@@ -352,6 +486,10 @@ def eval_cmd(
             console.print(f"[yellow]note:[/yellow] {n}")
         console.print(f"model {llm.name} ({llm.revision}) | budget {budget.describe()} | "
                       f"conditions {','.join(conds)} | out {out}" + (f" | {state.num_processes} processes" if state.num_processes > 1 else ""))
+    if sweeping:
+        _eval_sweep(llm, manifest, out, cfg, flt, points, state, judge=None if no_judge else judge, device=device,
+                    notes=notes, max_error_rate=max_error_rate)
+        return
     summary = run_eval(llm, manifest, out, cfg, flt, rank=state.process_index, world=state.num_processes,
                        barrier=state.wait_for_everyone, progress=state.is_main_process,
                        extra_run_info={"notes": notes})
@@ -370,6 +508,34 @@ def eval_cmd(
         _print_headline(paths["results"])
     if summary.error_rate > max_error_rate:
         err_console.print(f"[red]error rate {summary.error_rate:.1%} exceeds --max-error-rate {max_error_rate:.1%}[/red]")
+        raise typer.Exit(1)
+
+
+def _eval_sweep(llm, manifest, out: Path, cfg, flt, points, state, *, judge: str | None, device: str,
+                notes: list[str], max_error_rate: float) -> None:
+    """`eval` with a comma list of --fps / --num-frames: evaluate.sweep.run_sweep, and print."""
+    from videosafety.evaluate.sweep import reusing_loader, run_sweep
+
+    def show(point, run_dir: Path, summary) -> None:
+        console.print(f"[bold]{point.name}[/bold] (budget {point.budget.describe()}): {summary.rows} rows, "
+                      f"{summary.generated} generated, {summary.cached} from cache, {summary.n_errors} errors, "
+                      f"{summary.seconds:.1f}s -> {run_dir / 'responses.jsonl'}")
+
+    if state.is_main_process:
+        console.print(f"sweep over {', '.join(p.name for p in points)} -> {out}/<point>")
+    res = run_sweep(reusing_loader(lambda budget: llm), manifest, out, cfg, points, flt, judge=judge,
+                    judge_device=device, rank=state.process_index, world=state.num_processes,
+                    barrier=state.wait_for_everyone, progress=state.is_main_process,
+                    extra_run_info={"notes": notes}, on_run=show)
+    if not state.is_main_process:
+        return
+    if res.report is not None:
+        for kind, path in {**res.report, "plot": res.plot, "sweep": res.summary}.items():
+            if path is not None:
+                console.print(f"{kind}: {path}")
+        _print_headline(res.report["results"])
+    if res.error_rate > max_error_rate:
+        err_console.print(f"[red]error rate {res.error_rate:.1%} exceeds --max-error-rate {max_error_rate:.1%}[/red]")
         raise typer.Exit(1)
 
 

@@ -256,6 +256,8 @@ def _write_rows(out: Path, stream, cfg: EvalConfig, fp: str, model: VideoLLM, ca
                            "subcategory": s.subcategory, "language": s.language, "video_label": s.video_label,
                            "query_label": s.query_label, "prompt": with_instruction(s.query, cfg.instruction),
                            "response": response, "error": error, "seconds": seconds, "cache_key": k, **base}
+                    if s.provenance.get("attack"):  # derived by data.augment: the report groups by it
+                        row["attack"] = s.provenance["attack"]
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
                     by_cond[condition] += 1
     tmp.replace(out / RESPONSES)

@@ -48,6 +48,9 @@ def attach_plots(results: dict, sections: list[Section]) -> None:
             add("dsr-language", f"Heatmap: DSR by category and language, {cond}, {r['label']}",
                 plots.category_language_heatmap(r, cond))
     add("frr", "Bar chart: false refusal rate on SafeQ per model and condition", plots.frr_bars(runs))
+    for s in [x for x in ("HH", "harmful") if any(x in r["dsr"] for r in runs)][:1]:
+        add("dsr-budget", f"Line chart: DSR ({subset_name(s)}, video) against the frame budget",
+            plots.dsr_vs_budget(runs, s, "video"))
 
 
 def render_html(results: dict, sections: list[Section], examples: dict[str, dict], max_responses: int) -> str:

@@ -159,3 +159,56 @@ def frr_bars(runs: Sequence[dict]) -> bytes | None:
     ax.set_title("Over-refusal: false refusal rate on benign queries", fontsize=10)
     ax.legend(fontsize=8, ncols=len(series), loc="upper center", bbox_to_anchor=(0.5, -0.32), frameon=False)
     return _png(fig)
+
+
+def budget_axis(budget: dict | None) -> tuple[str, float] | None:
+    """("fps", rate) or ("frames", count) of a run's frame budget; None when unknown."""
+    if not budget:
+        return None
+    if budget.get("num_frames"):
+        return "frames", float(budget["num_frames"])
+    if budget.get("fps"):
+        return "fps", float(budget["fps"])
+    return None
+
+
+def dsr_vs_budget(runs: Sequence[dict], subset: str = "HH", condition: str = "video") -> bytes | None:
+    """DSR against the frame rate (or frame count), one line per model, Wilson 95 % error bars:
+    the frame-budget sweep (the paper observes that denser sampling lowers safety). None unless
+    at least two budgets of one kind have a DSR."""
+    series: dict[str, list[tuple[float, dict]]] = {}
+    kinds = set()
+    for r in runs:
+        ax_val = budget_axis(r.get("budget"))
+        rate = ((r["dsr"].get(subset) or {}).get(condition) or {}).get("all")
+        if ax_val is None or not rate or rate.get("value") is None:
+            continue
+        kinds.add(ax_val[0])
+        series.setdefault(r["model"], []).append((ax_val[1], rate))
+    if len(kinds) != 1 or not any(len({x for x, _ in pts}) > 1 for pts in series.values()):
+        return None
+    kind = kinds.pop()
+    fig = Figure(figsize=(6.0, 3.6))
+    ax = fig.add_subplot()
+    xs_all: set[float] = set()
+    for i, (model, pts) in enumerate(series.items()):
+        pts.sort(key=lambda p: p[0])
+        xs = [x for x, _ in pts]
+        xs_all.update(xs)
+        rates = [r for _, r in pts]
+        ax.errorbar(xs, [_pct(r["value"]) for r in rates], yerr=_err(rates), marker="o", capsize=3,
+                    color=f"C{i % 10}", label=model)
+        for x, r in pts:
+            ax.annotate(f"n={r['n']}", (x, _pct(r["value"])), xytext=(4, -10), textcoords="offset points", fontsize=7)
+    ax.set_xscale("log", base=2)
+    ticks = sorted(xs_all)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("sampled frames per second" if kind == "fps" else "frames per video (uniform)")
+    ax.set_ylabel(f"DSR on {_subset_name(subset)}, {condition} (%)")
+    ax.set_ylim(-3, 103)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Safety against the frame budget ({_subset_name(subset)}, {condition})", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    return _png(fig)

@@ -188,6 +188,7 @@ class _RunAccumulator:
         self.states: dict[str, list[int]] = {}  # condition -> state per sample (harmful subsets)
         self.agreement: dict[tuple[str, str], dict[str, Counter]] = {}
         self.rows = 0
+        self.attacks_seen = False  # any row from an attacked variant (data.augment)
         self.max_examples = max_examples
         per_cell = max(1, -(-max_examples // max(1, len(taxonomy.SUBSETS) * max(1, len(conditions)))))
         self.per_cell = per_cell
@@ -207,6 +208,9 @@ class _RunAccumulator:
         cat = resp.get("category")
         sub = resp.get("subcategory")
         lang = resp.get("language")
+        attack = resp.get("attack") or "none"
+        if attack != "none":
+            self.attacks_seen = True
         has_response = resp.get("error") is None and resp.get("response") is not None
         cov = self.coverage.get(cond)
         if cov is None:
@@ -244,7 +248,7 @@ class _RunAccumulator:
                     outcome = "undecided"
             keys = [(subset,)] + ([(HARMFUL_POOL,)] if metric == "dsr" else [])
             dims = (("all", ""), ("category", cat), ("subcategory", sub), ("language", lang),
-                    ("category_language", (cat, lang)))
+                    ("category_language", (cat, lang)), ("attack", attack))
             for (sk,) in keys:
                 for dim, dv in dims:
                     cell = self._cell((metric, sk, cond, dim, dv))
@@ -380,6 +384,10 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
             cell = rates[(metric, subset, cond, "category_language", (c, lang))]
             cl.setdefault(str(c), {})[str(lang)] = _rate_dict(cell)
         out["by_category_language"] = cl
+        if acc.attacks_seen:  # only for benchmarks with attacked variants: other results stay as they were
+            vals = [k[4] for k in rates if k[0] == metric and k[1] == subset and k[2] == cond and k[3] == "attack"]
+            out["by_attack"] = {v: _rate_dict(rates[(metric, subset, cond, "attack", v)])
+                                for v in sorted(vals, key=lambda a: (a != "none", a))}
         return out
 
     subsets_seen = {k[1] for k in rates}

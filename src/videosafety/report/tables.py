@@ -170,6 +170,8 @@ def build_sections(results: dict) -> list[Section]:
                 r["label"], judge_caption(r)))
         out.append(sec)
 
+    out += _attack_and_budget_sections(runs, conds)
+
     sec = Section("frr", "Over-refusal (FRR on SafeQ)", (
         "FRR (lower is better): share of judged responses to benign queries (SafeQ) that refuse, in %, "
         "Wilson 95 % interval, n."))
@@ -217,6 +219,35 @@ def build_sections(results: dict) -> list[Section]:
             "refused/complied/unclear, 'safe' over harmful-request rows, 'refusal' over SafeQ rows. Cohen's kappa "
             "(1 = perfect, 0 = chance)."),
             [Table(["model", "judges", "on", "n", "raw agreement", "Cohen's kappa"], rows)]))
+    return out
+
+
+def _attack_and_budget_sections(runs: list[dict], conds: list[str]) -> list[Section]:
+    """DSR by attack (benchmarks with attacked variants, data.augment) and DSR by frame budget
+    (frame-rate / frame-count sweeps, evaluate.sweep); nothing when neither applies."""
+    out: list[Section] = []
+    sec = Section("dsr-attack", f"DSR by attack ({POOL_NAME} pooled)", (
+        "Samples derived by `videosafety bench augment`: 'late' shows the harmful content only at the end, "
+        "'interleave' alternates it with benign footage, 'overlay' writes the harmful intention over a benign "
+        "video; 'none' are unattacked pairs. DSR in %, Wilson 95 % interval, n."))
+    for r in runs:
+        pool = r["dsr"].get("harmful") or {}
+        keys: list[str] = []
+        for c in conds:
+            keys += [k for k in (pool.get(c) or {}).get("by_attack", {}) if k not in keys]
+        if keys:
+            sec.tables.append(Table(["attack"] + conds, [
+                [k] + [rate_cell(((pool.get(c) or {}).get("by_attack") or {}).get(k)) for c in conds] for k in keys],
+                r["label"], judge_caption(r)))
+    if sec.tables:
+        out.append(sec)
+    if len({r["budget_str"] for r in runs}) > 1:
+        subsets = [s for s in ("HH", "SH", "HB", "harmful") if any(s in r["dsr"] for r in runs)]
+        rows = [[r["label"], r["budget_str"], subset_name(s)] + [rate_cell(_all(r, s, c)) for c in conds]
+                for r in runs for s in subsets if s in r["dsr"]]
+        out.append(Section("dsr-budget", "DSR by frame budget", (
+            "The same model under different frame budgets (a sweep: `videosafety eval --fps 0.5,1,2,4`). DSR in %, "
+            "Wilson 95 % interval, n."), [Table(["run", "frame budget", "subset"] + conds, rows)]))
     return out
 
 
