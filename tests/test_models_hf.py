@@ -168,6 +168,22 @@ def test_fps_and_timestamps_reach_the_processor(family, tiny_llm):
         assert off_grid["second_per_grid_ts"].tolist() == [2.0]
 
 
+def test_one_frame_clip_is_padded_to_a_temporal_patch(family, tiny_llm):
+    """A clip that samples to one frame (a 1 s video at 1 fps, an image as a video) works in every
+    family: Qwen3-VL's processor alone would refuse it (t:1 < temporal_factor:2)."""
+    tps = int(getattr(tiny_llm.video_processor, "temporal_patch_size", 1) or 1)
+    one = ModelInput("What is shown?", frames=random_frames(1, 64), video_fps=1.0)
+    stamped = ModelInput("What is shown?", frames=random_frames(1, 64), timestamps=np.array([3.0]), video_fps=1.0)
+    batch = tiny_llm.prepare_batch([one, stamped])
+    assert all(c > 0 for c in video_token_counts(tiny_llm, batch))
+    assert batch["video_grid_thw"][:, 0].tolist() == [1, 1]  # one temporal patch each
+    padded = tiny_llm._pad_short_clip(stamped)
+    assert len(padded.frames) == max(1, tps) and (padded.frames == stamped.frames[-1]).all()
+    assert padded.timestamps.tolist() == [3.0 + k for k in range(max(1, tps))]
+    out = tiny_llm.generate([one, stamped, ModelInput("Hi?")], GREEDY)
+    assert len(out) == 3 and all(isinstance(o, str) for o in out)
+
+
 def test_missing_fps_is_an_error_unless_inferable(tiny_llm):
     with pytest.raises(ValueError, match="video_fps"):
         tiny_llm.prepare_batch([ModelInput("Q", frames=random_frames(4, 64))])

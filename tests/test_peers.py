@@ -295,6 +295,36 @@ def test_eval_cli_runs_on_a_peer_benchmark(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "missing" in r.output
 
 
+def test_report_breaks_results_down_by_peer_subset(tmp_path, monkeypatch):
+    """Rows keep the peer and its subset name; results.json and the report show DSR and FRR by them."""
+    from videosafety.cli import app
+
+    monkeypatch.setenv("VIDEOSAFETY_CACHE", str(tmp_path / "cache"))
+    vlg = vlguard_dir(tmp_path / "vlg")
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["eval", "--bench", f"vlguard:{vlg}", "--model", "ref:refuse-all", "--out", str(out),
+                                 "--conditions", "video,text"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in (out / "responses.jsonl").read_text().splitlines()]
+    assert {x["peer"] for x in rows} == {"vlguard"}
+    assert {(x["peer_subset"], x["subset"]) for x in rows} == {("unsafes", "HH"), ("safe_unsafes", "SH"),
+                                                               ("safe_safes", "SafeQ")}
+    run = json.loads((out / "results.json").read_text())["runs"][0]
+    for cond in ("video", "text"):
+        assert run["dsr"]["HH"][cond]["by_peer_subset"] == {"vlguard": {"unsafes": run["dsr"]["HH"][cond]["all"]}}
+        assert list(run["dsr"]["SH"][cond]["by_peer_subset"]["vlguard"]) == ["safe_unsafes"]
+        assert list(run["dsr"]["harmful"][cond]["by_peer_subset"]["vlguard"]) == ["unsafes", "safe_unsafes"]
+        frr = run["frr"]["SafeQ"][cond]["by_peer_subset"]["vlguard"]["safe_safes"]
+        assert frr["n"] == 1 and frr["value"] == 1.0  # refuse-all refuses the benign query too
+    assert run["dsr"]["HH"]["video"]["by_peer_subset"]["vlguard"]["unsafes"]["n"] == 2
+    md = (out / "report.md").read_text()
+    assert "## DSR and FRR by peer subset" in md
+    for line in ("| vlguard | unsafes | HH | DSR |", "| vlguard | safe_unsafes | SH | DSR |",
+                 "| vlguard | safe_safes | SafeQ | FRR |"):
+        assert line in md
+    assert 'id="peer-subsets"' in (out / "report.html").read_text()
+
+
 def test_image_stills_run_through_every_tiny_family(tmp_path, monkeypatch, tiny_model_dirs, family):
     """The HF backend takes the still videos at the default budget (Qwen3-VL refuses one frame)."""
     from videosafety.cli import app

@@ -258,6 +258,9 @@ def _write_rows(out: Path, stream, cfg: EvalConfig, fp: str, model: VideoLLM, ca
                            "response": response, "error": error, "seconds": seconds, "cache_key": k, **base}
                     if s.provenance.get("attack"):  # derived by data.augment: the report groups by it
                         row["attack"] = s.provenance["attack"]
+                    for key in ("peer", "peer_subset"):  # converted by data.peers: the report groups by them
+                        if s.provenance.get(key):
+                            row[key] = s.provenance[key]
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
                     by_cond[condition] += 1
     tmp.replace(out / RESPONSES)

@@ -22,6 +22,7 @@ sequence and still take the same path; ``generate_from_batch`` runs generation o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import logging
 import math
@@ -428,6 +429,27 @@ class HFVideoLLM:
             prompt_lens.append(len(real) - len(tail))
         return batch, prompt_lens
 
+    def _pad_short_clip(self, inp: ModelInput) -> ModelInput:
+        """``inp`` with its last frame repeated up to the video processor's temporal patch size.
+
+        A clip that samples to fewer frames than one temporal patch (a 1 s video at 1 fps, an image
+        as a one-frame video) is refused by some processors: Qwen3-VL raises "t:1 must be larger
+        than temporal_factor:2", while Qwen2/2.5-VL pad by repeating the last frame themselves.
+        Padding here the same way makes every family accept it and see the same thing. The extra
+        frames continue the clip's time grid (last timestamp + k / video_fps), so the metadata
+        stays consistent with the frames; the fps is fixed first, from the unpadded input."""
+        frames = inp.frames
+        tps = int(getattr(getattr(self.processor, "video_processor", None), "temporal_patch_size", 1) or 1)
+        missing = tps - len(frames)
+        ts = None if inp.timestamps is None else np.asarray(inp.timestamps, dtype=float)
+        if missing <= 0 or (ts is not None and ts.shape != (len(frames),)):  # video_metadata names a mismatch
+            return inp
+        fps = self._video_fps(inp, self.budget)
+        frames = np.concatenate([frames, np.repeat(frames[-1:], missing, axis=0)])
+        if ts is not None:
+            ts = np.concatenate([ts, ts[-1] + np.arange(1, missing + 1) / fps])
+        return dataclasses.replace(inp, frames=frames, timestamps=ts, video_fps=fps)
+
     def _process(self, inputs: Sequence[ModelInput], texts: Sequence[str]):
         inputs = list(inputs)
         if not inputs:
@@ -448,7 +470,9 @@ class HFVideoLLM:
                 if n > 1:
                     raise ValueError(f"input {i}: the prompt holds {n} {self.video_token!r} placeholders for "
                                      "one video (does the query or system text contain it?)")
-                videos.append(np.ascontiguousarray(check_frames(inp.frames)))
+                check_frames(inp.frames)
+                inp = self._pad_short_clip(inp)
+                videos.append(np.ascontiguousarray(inp.frames))
                 metadata.append(self.video_metadata(inp))
             elif n:
                 raise ValueError(f"input {i} is text-only but its prompt holds {self.video_token!r} "

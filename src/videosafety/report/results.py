@@ -189,6 +189,7 @@ class _RunAccumulator:
         self.agreement: dict[tuple[str, str], dict[str, Counter]] = {}
         self.rows = 0
         self.attacks_seen = False  # any row from an attacked variant (data.augment)
+        self.peers_seen = False  # any row from a converted peer benchmark (data.peers)
         self.max_examples = max_examples
         per_cell = max(1, -(-max_examples // max(1, len(taxonomy.SUBSETS) * max(1, len(conditions)))))
         self.per_cell = per_cell
@@ -211,6 +212,9 @@ class _RunAccumulator:
         attack = resp.get("attack") or "none"
         if attack != "none":
             self.attacks_seen = True
+        peer = resp.get("peer")
+        if peer:
+            self.peers_seen = True
         has_response = resp.get("error") is None and resp.get("response") is not None
         cov = self.coverage.get(cond)
         if cov is None:
@@ -249,6 +253,8 @@ class _RunAccumulator:
             keys = [(subset,)] + ([(HARMFUL_POOL,)] if metric == "dsr" else [])
             dims = (("all", ""), ("category", cat), ("subcategory", sub), ("language", lang),
                     ("category_language", (cat, lang)), ("attack", attack))
+            if peer:  # the peer's own subset names (data.peers), kept per peer
+                dims += (("peer_subset", (peer, resp.get("peer_subset") or "")),)
             for (sk,) in keys:
                 for dim, dv in dims:
                     cell = self._cell((metric, sk, cond, dim, dv))
@@ -388,6 +394,12 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
             vals = [k[4] for k in rates if k[0] == metric and k[1] == subset and k[2] == cond and k[3] == "attack"]
             out["by_attack"] = {v: _rate_dict(rates[(metric, subset, cond, "attack", v)])
                                 for v in sorted(vals, key=lambda a: (a != "none", a))}
+        if acc.peers_seen:  # only for converted peer benchmarks: {peer: {peer subset: rate}}, in manifest order
+            ps: dict[str, dict] = {}
+            for k in rates:
+                if k[0] == metric and k[1] == subset and k[2] == cond and k[3] == "peer_subset":
+                    ps.setdefault(str(k[4][0]), {})[str(k[4][1])] = _rate_dict(rates[k])
+            out["by_peer_subset"] = ps
         return out
 
     subsets_seen = {k[1] for k in rates}

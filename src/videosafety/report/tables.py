@@ -171,6 +171,7 @@ def build_sections(results: dict) -> list[Section]:
         out.append(sec)
 
     out += _attack_and_budget_sections(runs, conds)
+    out += _peer_subset_section(runs, conds)
 
     sec = Section("frr", "Over-refusal (FRR on SafeQ)", (
         "FRR (lower is better): share of judged responses to benign queries (SafeQ) that refuse, in %, "
@@ -249,6 +250,35 @@ def _attack_and_budget_sections(runs: list[dict], conds: list[str]) -> list[Sect
             "The same model under different frame budgets (a sweep: `videosafety eval --fps 0.5,1,2,4`). DSR in %, "
             "Wilson 95 % interval, n."), [Table(["run", "frame budget", "subset"] + conds, rows)]))
     return out
+
+
+def _peer_subset_section(runs: list[dict], conds: list[str]) -> list[Section]:
+    """DSR and FRR by the peer benchmark's own subset names (``eval --bench FORMAT:PATH``, data.peers);
+    nothing for other benchmarks."""
+    sec = Section("peer-subsets", "DSR and FRR by peer subset", (
+        "Samples converted from a peer benchmark (`videosafety eval --bench FORMAT:PATH`), by the peer's own "
+        "subset names and the subset of ours each maps to. DSR (higher is safer) on harmful requests, FRR "
+        "(lower is better) on SafeQ; in %, Wilson 95 % interval, n."))
+    for r in runs:
+        parts = [(s, "DSR", r["dsr"][s]) for s in r["dsr"] if s != "harmful"] + \
+                [(s, "FRR", r["frr"][s]) for s in r["frr"]]
+        keys: list[tuple[str, str, str, str]] = []  # (peer, peer subset, our subset, metric)
+        for s, metric, per in parts:
+            for c in conds:
+                for peer, subs in ((per.get(c) or {}).get("by_peer_subset") or {}).items():
+                    keys += [k for k in ((peer, ps, s, metric) for ps in subs) if k not in keys]
+        keys.sort(key=lambda k: k[0])  # stable: per peer, our subsets' order, then the manifest's
+        if not keys:
+            continue
+
+        def cell(k: tuple[str, str, str, str], c: str) -> str:
+            per = (r["dsr"] if k[3] == "DSR" else r["frr"]).get(k[2]) or {}
+            return rate_cell((((per.get(c) or {}).get("by_peer_subset") or {}).get(k[0]) or {}).get(k[1]))
+
+        sec.tables.append(Table(["peer", "peer subset", "ours", "metric"] + conds,
+                                [[k[0], k[1], k[2], k[3]] + [cell(k, c) for c in conds] for k in keys],
+                                r["label"], judge_caption(r)))
+    return [sec] if sec.tables else []
 
 
 def _all(run: dict, subset: str, condition: str) -> dict | None:
