@@ -148,7 +148,7 @@ def test_bench_build_command(corpus, tmp_path):
     assert r.exit_code == 0, r.output
     assert "ingest: 3/6 kept" in r.output and "static: 2/3 kept, 1 near-static" in r.output
     r = CliRunner().invoke(app, ["bench", "build", "--videos", str(corpus / "videos"), "--metadata",
-                                 str(corpus / "meta.csv"), "--out", str(out), "--stages", "ingest,translate"])
+                                 str(corpus / "meta.csv"), "--out", str(out), "--stages", "ingest,astrology"])
     assert r.exit_code == 2 and "unknown stage" in r.output
 
 

@@ -56,19 +56,31 @@ def bench_build(
     labeller: list[str] = typer.Option([], "--labeller", help="Stage label: a model spec (hf:, openai:MODEL@URL, "
                                                                "ref:); repeat for several voting labellers."),
     min_agreement: float = typer.Option(1.0, help="Stage label: agreement below which a video goes to human review."),
+    paraphraser: str = typer.Option(None, help="Stage queries: a model spec that rewords the template queries "
+                                               "(default: the templates as they are)."),
+    translator: str = typer.Option(None, help="Stage translate: a model spec that translates the queries."),
+    languages: str = typer.Option(None, help="Stage translate: comma list of languages (default: all ten)."),
+    quota: int = typer.Option(None, help="Stage pair: at most this many samples per (subset, sub-category, language)."),
+    eval_share: float = typer.Option(0.2, help="Stage pair: share of the samples in the eval split."),
     workers: int = typer.Option(0, help="Worker processes (0 = up to 4, by CPU count)."),
 ) -> None:
-    """Build a benchmark from real videos, stage by stage (resumable; each stage's output is its cache)."""
+    """Build a benchmark from real videos, stage by stage (resumable; each stage's output is its cache).
+    Stages: ingest, static, label, queries, translate, pair (the benchmark folder OUT/dataset)."""
     from videosafety.data.construct import IngestSettings, StaticSettings, ingest, static_filter
     from videosafety.data.manifest import ManifestError
 
     todo = _csv(stages) or ()
-    unknown = [x for x in todo if x not in ("ingest", "static", "label")]
+    available = ("ingest", "static", "label", "queries", "translate", "pair")
+    unknown = [x for x in todo if x not in available]
     if unknown:
-        err_console.print(f"[red]error:[/red] unknown stage(s) {unknown}; available: ingest, static, label")
+        err_console.print(f"[red]error:[/red] unknown stage(s) {unknown}; available: {', '.join(available)}")
         raise typer.Exit(2)
     if "label" in todo and not labeller:
         err_console.print("[red]error:[/red] stage label needs at least one --labeller")
+        raise typer.Exit(2)
+    langs = list(_csv(languages) or taxonomy.LANGUAGES)
+    if "translate" in todo and not translator and langs != ["en"]:
+        err_console.print("[red]error:[/red] stage translate needs --translator (or --languages en)")
         raise typer.Exit(2)
     try:
         if "ingest" in todo:
@@ -87,6 +99,29 @@ def bench_build(
             lb = label_videos(videos, out, LabelSettings(labellers=labeller, min_agreement=min_agreement))
             console.print(f"label: {lb.harmful} harmful, {lb.safe} safe, {lb.flagged} flagged for review "
                           f"(`videosafety bench review {out} --export sheet.csv`), {lb.labelled} asked -> {lb.output}")
+        if "queries" in todo:
+            from videosafety.data.construct.queries import QuerySettings, make_queries
+
+            qs = make_queries(out, QuerySettings(paraphraser=paraphraser))
+            console.print(f"queries: {qs.queries} for {qs.videos} video(s), {qs.paraphrased} paraphrased, "
+                          f"{qs.rejected} paraphrase(s) rejected, {qs.drafted} drafted -> {qs.output}")
+        if "translate" in todo:
+            from videosafety.data.construct.translate import TranslateSettings, translate_queries
+
+            tr = translate_queries(out, TranslateSettings(translator=translator, languages=langs))
+            console.print(f"translate: {tr.accepted} accepted, {tr.rejected} rejected, {tr.asked} asked "
+                          f"-> {tr.output}")
+        if "pair" in todo:
+            from videosafety.data.construct.pair import PairSettings, pair
+
+            pr = pair(videos, out, PairSettings(quota=quota, eval_share=eval_share))
+            console.print(f"pair: {pr.samples} samples of {pr.candidates} candidates, {pr.splits['train']} train, "
+                          f"{pr.splits['eval']} eval, {pr.components} component(s) -> {pr.output}")
+            console.print("validation: " + ("clean" if not pr.problems else f"{len(pr.problems)} problem(s)"))
+            for problem in pr.problems[:20]:
+                err_console.print(f"  {problem}")
+            if pr.problems:
+                raise typer.Exit(1)
     except (ManifestError, FileNotFoundError, ValueError) as e:
         err_console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2)
