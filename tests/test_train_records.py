@@ -414,3 +414,91 @@ def test_built_records_round_trip_beside_the_manifest(mini, at_sft, cot):
     assert read_records(sft_file) == at_sft
     assert read_records(cot_file, CoTRecord) == cot
     assert all(resolve_video(sft_file, r).is_file() for r in at_sft[:: 97])
+
+
+class ScriptedTeacher:
+    """A stand-in for a served teacher model (no weights can be downloaded here), through the
+    VideoLLM interface: well-formed targets with the labels the prompt gives, except where told."""
+
+    name, revision = "scripted-teacher", "v1"
+
+    def __init__(self, mode_of):
+        self.mode_of, self.seen = mode_of, []
+
+    def generate(self, inputs, settings):
+        from videosafety.models.base import FailedResponse
+
+        out = []
+        for inp in inputs:
+            self.seen.append(inp)
+            v = inp.query.split("<vidType>")[1][0]
+            t = inp.query.split("<textType>")[1][0]
+            mode = self.mode_of(len(self.seen))
+            if mode == "fail":
+                out.append(FailedResponse("HTTP 503 after 3 tries"))
+            elif mode == "malformed":
+                out.append("I think the video is harmful. I can't help.")
+            elif mode == "labels":
+                out.append(f"<think>r</think><answer>a</answer><vidType>{1 - int(v)}</vidType><textType>{t}</textType>")
+            else:
+                out.append(f"<think>The pair asks for harm.</think><answer>I can't help with that.</answer>"
+                           f"<vidType>{v}</vidType><textType>{t}</textType>")
+        return out
+
+
+def test_cot_targets_from_a_teacher_are_validated_and_rejects_recorded(tmp_path):
+    from videosafety.data.manifest import iter_samples
+    from videosafety.data.vsb_mini import build_vsb_mini
+    from videosafety.train.builders import build_cot_teacher
+    from videosafety.train.records import CoTRecord, read_records, write_records
+
+    mini = tmp_path / "mini"
+    build_vsb_mini(mini, workers=2)
+    # a small manifest of 8 train samples beside the videos
+    rows = [line for line in (mini / "manifest.jsonl").read_text().splitlines() if '"split": "train"' in line][:8]
+    small = mini / "small.jsonl"
+    small.write_text("\n".join(rows) + "\n")
+    samples = list(iter_samples(small))
+    modes = {1: "fail", 2: "malformed", 3: "labels"}
+    teacher = ScriptedTeacher(lambda i: modes.get(i, "ok"))
+    records, rejects = build_cot_teacher(small, teacher, batch_size=4)
+
+    assert [r["reason"] for r in rejects] == ["failed", "malformed", "labels"]
+    assert [r["sample_id"] for r in rejects] == [s.id for s in samples[:3]]
+    assert rejects[1]["response"].startswith("I think") and rejects[0]["teacher"] == "scripted-teacher"
+    assert [r.id for r in records] == [s.id for s in samples[3:]]
+    for r, s in zip(records, samples[3:]):
+        assert r.labels == (s.video_label, s.query_label)
+        assert r.provenance["teacher"] == "scripted-teacher" and r.provenance["prompt_version"] == "cot_teacher_v1"
+    # the teacher saw the video and was told the labels and the format
+    first = teacher.seen[0]
+    assert first.frames is not None and first.query.startswith(samples[0].query)
+    assert "<think>" in first.query and f"<vidType>{samples[0].video_label}</vidType>" in first.query
+    write_records(records, mini / "cot_teacher.jsonl")
+    assert len(read_records(mini / "cot_teacher.jsonl", CoTRecord)) == 5
+
+
+def test_teacher_from_the_command_line_records_every_reject(tmp_path):
+    """A teacher that never writes the format (ref:refuse-all) yields no records and one reject per
+    sample, written beside the records file."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from videosafety.cli import app
+    from videosafety.data.vsb_mini import build_vsb_mini
+
+    mini = tmp_path / "mini"
+    build_vsb_mini(mini, workers=2)
+    rows = [line for line in (mini / "manifest.jsonl").read_text().splitlines() if '"split": "train"' in line][:5]
+    (mini / "small.jsonl").write_text("\n".join(rows) + "\n")
+    out = mini / "cot.jsonl"
+    r = CliRunner().invoke(app, ["train", "data", "--bench", str(mini / "small.jsonl"), "--out", str(out),
+                                 "--kind", "cot", "--teacher", "ref:refuse-all"])
+    assert r.exit_code == 0, r.output
+    assert "0 kept, 5 rejected" in r.output and out.read_text() == ""
+    rejects = [json.loads(x) for x in (mini / "cot.jsonl.rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == 5 and {x["reason"] for x in rejects} == {"malformed"}
+    r = CliRunner().invoke(app, ["train", "data", "--bench", str(mini / "small.jsonl"), "--out", str(out),
+                                 "--kind", "grpo", "--teacher", "ref:refuse-all"])
+    assert r.exit_code == 2 and "use it with --kind cot" in r.output

@@ -353,6 +353,9 @@ def train_data(
     kind: str = typer.Option("at-sft", help="at-sft (safety + general mixture), cot (tagged targets) "
                                            "or grpo (GRPO problems: safety + free-form general)."),
     split: str = typer.Option("train", help="Benchmark split to use."),
+    teacher: str = typer.Option(None, help="--kind cot: a model spec (hf:, openai:MODEL@URL) that writes the CoT "
+                                           "targets instead of the templates; rejects go to OUT.rejects.jsonl."),
+    max_new_tokens: int = typer.Option(512, help="--teacher: most new tokens per target."),
 ) -> None:
     """Build training records from a benchmark manifest (e.g. VSB-mini's train split)."""
     from videosafety.train import builders
@@ -362,6 +365,20 @@ def train_data(
     if kind not in builds:
         err_console.print(f"[red]error:[/red] --kind must be one of {', '.join(builds)}")
         raise typer.Exit(2)
+    if teacher is not None:
+        if kind != "cot":
+            err_console.print("[red]error:[/red] --teacher writes CoT targets: use it with --kind cot")
+            raise typer.Exit(2)
+        from videosafety.budget import FrameBudget
+        from videosafety.models.spec import load_model
+
+        records, rejects = builders.build_cot_teacher(bench, load_model(teacher, FrameBudget()), split=split,
+                                                      out_dir=out.parent, max_new_tokens=max_new_tokens)
+        rejected = out.with_name(out.name + ".rejects.jsonl")
+        rejected.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects), encoding="utf-8")
+        console.print(f"teacher {teacher}: {len(records)} kept, {len(rejects)} rejected -> {rejected}")
+        console.print(f"wrote {write_records(records, out)} cot records to {out}")
+        return
     records = builds[kind](bench, split=split, out_dir=out.parent)
     n = write_records(records, out)
     console.print(f"wrote {n} {kind} records to {out}")

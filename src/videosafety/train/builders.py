@@ -6,6 +6,9 @@
 - `build_general`: those general samples alone: benign questions about VSB-mini's safe
   scenes, answered with templated facts about what the renderer draws.
 - `build_cot`: CoT cold-start targets (spec §3.3) templated from labels and reference responses.
+- `build_cot_teacher`: CoT targets written by a teacher model (any backend of the evaluation
+  harness), kept only when they match the format regex and the sample's labels; every reject is
+  returned with its reason.
 - `build_grpo`: GRPO prompts (spec §3.4): the AT-SFT mixture as problems, every sample a
   "safety" problem with a tagged solution, every general sample a "free_form" one.
 
@@ -389,3 +392,75 @@ def build_grpo(manifest: str | Path, *, split: str = "train", out_dir: str | Pat
     per-type answer instruction), then the general samples as "free_form" problems."""
     return [grpo_problem(r) for r in build_at_sft(manifest, split=split, general_per_scene=general_per_scene,
                                                   seed=seed, out_dir=out_dir, captions=captions)]
+
+
+# ---------------------------------------------------------------- CoT targets from a teacher model
+
+COT_TEACHER_PROMPT = "cot_teacher_v1"
+
+
+def cot_teacher_instruction(s: Sample, version: str = COT_TEACHER_PROMPT) -> str:
+    """The teacher's instruction for one sample (it follows the query): the labels are given, the
+    format is spelled out; the versioned text is `train/prompts/<version>.txt`."""
+    from importlib import resources
+
+    text = (resources.files("videosafety.train") / "prompts" / f"{version}.txt").read_text(encoding="utf-8")
+    word = {taxonomy.HARMFUL: "harmful", taxonomy.SAFE: "safe"}
+    return text.format(video_word=word[s.video_label], query_word=word[s.query_label], video_label=s.video_label,
+                       query_label=s.query_label).strip()
+
+
+def build_cot_teacher(manifest: str | Path, teacher, *, split: str = "train", out_dir: str | Path | None = None,
+                      budget=None, max_new_tokens: int = 512, batch_size: int = 8,
+                      prompt_version: str = COT_TEACHER_PROMPT) -> tuple[list[CoTRecord], list[dict]]:
+    """(records, rejects): one CoT target per sample of the split, written by `teacher` (a
+    VideoLLM: `models.spec.load_model(...)`) from the sample's video and query plus an
+    instruction that gives its labels. A response is kept only when the whole of it matches the
+    format regex and its tagged labels are the sample's (CoTRecord checks both); otherwise it is a
+    reject with its reason ("failed", "malformed", "labels"), never repaired or guessed."""
+    from videosafety.budget import FrameBudget
+    from videosafety.conditions import model_input
+    from videosafety.models.base import FailedResponse, GenerationSettings
+    from videosafety.video import VideoError
+
+    _check_split(split)
+    path = resolve_manifest(manifest)
+    prefix = _video_prefix(path, out_dir)
+    budget = budget or FrameBudget()
+    settings = GenerationSettings(max_new_tokens=max_new_tokens)
+    teacher_name = getattr(teacher, "name", type(teacher).__name__)
+    samples = _split_samples(path, split)
+    records: list[CoTRecord] = []
+    rejects: list[dict] = []
+
+    def reject(s: Sample, reason: str, detail: str, response: str | None = None) -> None:
+        rejects.append({"sample_id": s.id, "reason": reason, "detail": detail, "response": response,
+                        "teacher": teacher_name, "prompt_version": prompt_version})
+
+    for start in range(0, len(samples), batch_size):
+        chunk, inputs = [], []
+        for s in samples[start:start + batch_size]:
+            try:
+                inputs.append(model_input(s, "video", budget, path.parent,
+                                          instruction=cot_teacher_instruction(s, prompt_version)))
+                chunk.append(s)
+            except VideoError as e:
+                reject(s, "failed", f"video: {e}")
+        for s, out in zip(chunk, teacher.generate(inputs, settings) if inputs else []):
+            if isinstance(out, FailedResponse):
+                reject(s, "failed", out.error)
+                continue
+            text = out.strip()
+            if not tags.is_well_formed(text):
+                reject(s, "malformed", "does not match the format regex", out)
+                continue
+            parsed = tags.parse_tagged(text)
+            if (parsed.video_label, parsed.query_label) != (s.video_label, s.query_label):
+                reject(s, "labels", f"tagged ({parsed.video_label}, {parsed.query_label}) but the sample is "
+                                    f"({s.video_label}, {s.query_label})", out)
+                continue
+            fields = _safety_fields(path, s, prefix)
+            fields["provenance"].update(teacher=teacher_name, teacher_revision=getattr(teacher, "revision", None),
+                                        prompt_version=prompt_version)
+            records.append(CoTRecord(**fields, response=text))
+    return records, rejects
