@@ -241,3 +241,23 @@ def test_label_stage_and_review_from_the_command_line(corpus, tmp_path):
     sheet.write_text("\n".join([header, *(row + "safe" for row in rows)]) + "\n")
     r = CliRunner().invoke(app, ["bench", "review", str(out), "--import", str(sheet)])
     assert r.exit_code == 0 and "2 decision(s) applied" in r.output
+
+
+def test_a_tiny_hf_model_labels_through_the_real_backend(corpus, tmp_path, tiny_model_dirs):
+    """The labelling stage on a real transformers video LLM (a tiny random Qwen2-VL): its answers
+    name no policy, so every video is flagged; the votes keep its raw answers for the reviewer."""
+    from videosafety.budget import FrameBudget
+    from videosafety.data.construct.label import LabelSettings, label_videos
+
+    out = tmp_path / "build"
+    ingest(corpus / "videos", corpus / "meta.csv", out, workers=1)
+    static_filter(corpus / "videos", out, workers=1)
+    spec = f"hf:{tiny_model_dirs['qwen2_vl']}"
+    s = label_videos(corpus / "videos", out, LabelSettings(
+        labellers=[spec], budget=FrameBudget(num_frames=4, fps=None, max_frames=4, max_pixels=3136), max_new_tokens=6))
+    recs = by_video(out / "label.jsonl")
+    assert s.labelled == 2 and len(recs) == 2
+    for r in recs.values():
+        (v,) = r["label"]["votes"]
+        assert v["labeller"] == spec and isinstance(v["answer"], str)
+        assert r["label"]["flagged"] == (v["parsed"] is None)
