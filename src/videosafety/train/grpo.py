@@ -479,8 +479,7 @@ class GRPOTrainer:
         return stats
 
     def train(self, *, stop_after_steps: int | None = None) -> Path:
-        from videosafety.train.trainer import (FINAL_DIR, latest_checkpoint, save_checkpoint, save_model,
-                                               weights_fingerprint)
+        from videosafety.train.trainer import FINAL_DIR, finish_run, latest_checkpoint, save_checkpoint
 
         self._setup()
         cfg, g, acc = self.cfg, self.g, self.acc
@@ -544,15 +543,8 @@ class GRPOTrainer:
         final = out / FINAL_DIR
         if stopped:
             return final
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"weights_rank{self.rank}.sha256").write_text(weights_fingerprint(self.trainable) + "\n")
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            save_model(self.unwrapped, self.llm.processor, final)
-            if self.dropped:
-                acc.print(f"dropped {self.dropped} prompt(s) with bad videos")
-        acc.wait_for_everyone()
-        return final
+        return finish_run(acc, out, self.trainable, self.unwrapped, self.llm.processor,
+                          note=f"dropped {self.dropped} prompt(s) with bad videos" if self.dropped else None)
 
     def _log_row(self, step: int, epoch: int, iteration: int, res: dict, st: dict, t0: float, t_gen: float) -> dict:
         sums = res["sums"]

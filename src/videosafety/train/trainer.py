@@ -317,17 +317,25 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
     final = out / FINAL_DIR
     if stopped_early:
         return final
-    # Every rank records a fingerprint of its trainable weights: equal files prove the ranks
-    # stayed in lock-step (data-parallel runs must end with identical replicas).
+    finish_run(accelerator, out, trainable, accelerator.unwrap_model(model), llm.processor,
+               note=f"dropped {dropped_total} sample(s) (too long or bad video): see {log_file}"
+               if dropped_total else None)
+    return final
+
+
+def finish_run(accelerator, out: Path, trainable, model, processor, *, note: str | None = None) -> Path:
+    """The end of a stage: every rank records a fingerprint of its trainable weights (equal files
+    prove the ranks stayed in lock-step: data-parallel runs must end with identical replicas),
+    then the main process saves the final model."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"weights_rank{rank}.sha256").write_text(weights_fingerprint(trainable) + "\n")
+    (out / f"weights_rank{accelerator.process_index}.sha256").write_text(weights_fingerprint(trainable) + "\n")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(model), llm.processor, final)
-        if dropped_total:
-            accelerator.print(f"dropped {dropped_total} sample(s) (too long or bad video): see {log_file}")
+        save_model(model, processor, out / FINAL_DIR)
+        if note:
+            accelerator.print(note)
     accelerator.wait_for_everyone()
-    return final
+    return out / FINAL_DIR
 
 
 def weights_fingerprint(params) -> str:
