@@ -479,7 +479,8 @@ class GRPOTrainer:
         return stats
 
     def train(self, *, stop_after_steps: int | None = None) -> Path:
-        from videosafety.train.trainer import FINAL_DIR, finish_run, latest_checkpoint, save_checkpoint
+        from videosafety.train.trainer import (FINAL_DIR, finish_run, latest_checkpoint, load_checkpoint,
+                                               save_checkpoint)
 
         self._setup()
         cfg, g, acc = self.cfg, self.g, self.acc
@@ -487,7 +488,7 @@ class GRPOTrainer:
         step, epoch, pos = 0, 0, 0
         resume = latest_checkpoint(out)
         if resume is not None:
-            state = acc_load(acc, resume)
+            state = load_checkpoint(acc, resume)
             step, epoch, pos = state["step"], state["epoch"], state["position"]
             acc.print(f"resumed from {resume} at step {step}")
         if acc.is_main_process:
@@ -576,13 +577,6 @@ class GRPOTrainer:
                                     "reward": round(float(grp.rewards[i]), 4),
                                     "advantage": round(float(grp.advantages[i]), 4),
                                     "components": grp.components[i]}, ensure_ascii=False) + "\n")
-
-
-def acc_load(acc, checkpoint: Path) -> dict:
-    from videosafety.train.trainer import STATE_FILE
-
-    acc.load_state(str(checkpoint))
-    return json.loads((checkpoint / STATE_FILE).read_text())
 
 
 def run_grpo(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: int | None = None) -> Path:

@@ -32,14 +32,6 @@ Kind = Literal["safety", "general"]
 _LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
-def _relative_inside(v: str) -> str:
-    return check_relative_path(v, "the records file's folder")
-
-
-def _check_video(v: str | None) -> str | None:
-    return None if v is None else _relative_inside(v)
-
-
 def _check_label(v: Any) -> int:
     # Strict: a JSON true/false or "1" is not a label in our convention, it is a sign of
     # data written under another one (spec §1.4: convert explicitly, never guess).
@@ -48,22 +40,8 @@ def _check_label(v: Any) -> int:
     return v
 
 
-def _check_subcategory(v: str | None) -> str | None:
-    if v is not None and v not in taxonomy.SUBCATEGORIES:
-        raise ValueError(f"unknown sub-category {v!r}")
-    return v
-
-
-def _check_language(v: str | None) -> str | None:
-    # Training data may hold languages beyond the benchmark's ten: any BCP-47-shaped tag.
-    if v is not None and not _LANGUAGE_TAG.match(v):
-        raise ValueError(f"not a BCP-47 language tag: {v!r}")
-    return v
-
-
-class SFTRecord(BaseModel):
-    """One supervised example. `kind` "general" marks general video-instruction data, which
-    is safe/safe by definition (spec §3.2) and so must carry labels (0, 0)."""
+class _RecordBase(BaseModel):
+    """What every training record has, checked the same way."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -71,11 +49,8 @@ class SFTRecord(BaseModel):
     kind: Kind
     source: str = Field(min_length=1)  # where the record came from (benchmark, file, generator)
     video: str | None = Field(default=None, min_length=1)  # relative to the records file's folder
-    video_label: int  # 0 | 1, required: never guessed
-    query_label: int  # 0 | 1, required: never guessed
     system: str | None = None
     query: str = Field(min_length=1)
-    response: str = Field(min_length=1)
     subcategory: str | None = None
     language: str | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
@@ -83,22 +58,36 @@ class SFTRecord(BaseModel):
     @field_validator("video")
     @classmethod
     def _video_path(cls, v: str | None) -> str | None:
-        return _check_video(v)
+        return None if v is None else check_relative_path(v, "the records file's folder")
+
+    @field_validator("subcategory")
+    @classmethod
+    def _known_sub(cls, v: str | None) -> str | None:
+        if v is not None and v not in taxonomy.SUBCATEGORIES:
+            raise ValueError(f"unknown sub-category {v!r}")
+        return v
+
+    @field_validator("language")
+    @classmethod
+    def _language_tag(cls, v: str | None) -> str | None:
+        # Training data may hold languages beyond the benchmark's ten: any BCP-47-shaped tag.
+        if v is not None and not _LANGUAGE_TAG.match(v):
+            raise ValueError(f"not a BCP-47 language tag: {v!r}")
+        return v
+
+
+class SFTRecord(_RecordBase):
+    """One supervised example. `kind` "general" marks general video-instruction data, which
+    is safe/safe by definition (spec §3.2) and so must carry labels (0, 0)."""
+
+    video_label: int  # 0 | 1, required: never guessed
+    query_label: int  # 0 | 1, required: never guessed
+    response: str = Field(min_length=1)
 
     @field_validator("video_label", "query_label", mode="before")
     @classmethod
     def _label(cls, v: Any) -> int:
         return _check_label(v)
-
-    @field_validator("subcategory")
-    @classmethod
-    def _known_sub(cls, v: str | None) -> str | None:
-        return _check_subcategory(v)
-
-    @field_validator("language")
-    @classmethod
-    def _language_tag(cls, v: str | None) -> str | None:
-        return _check_language(v)
 
     @model_validator(mode="after")
     def _general_is_safe(self) -> "SFTRecord":
@@ -140,48 +129,22 @@ class CoTRecord(SFTRecord):
         return v
 
 
-class GRPORecord(BaseModel):
+class GRPORecord(_RecordBase):
     """One GRPO prompt (spec §3.4): a video (optional), a query and the solution its completions
     are rewarded against. `problem_type` picks the reward (videosafety.rewards.PROBLEM_TYPES) and
     the answer-format instruction appended to the query; "safety" solutions are tagged
     ``<answer>REF</answer><vidType>v</vidType><textType>t</textType>`` (tags.format_solution)
     and must agree with the record's labels, which safety records require."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str = Field(min_length=1)
-    kind: Kind
-    source: str = Field(min_length=1)
     problem_type: str = "safety"
-    video: str | None = Field(default=None, min_length=1)  # relative to the records file's folder
     video_label: int | None = None  # required for problem_type "safety"
     query_label: int | None = None
-    system: str | None = None
-    query: str = Field(min_length=1)
     solution: str = Field(min_length=1)
-    subcategory: str | None = None
-    language: str | None = None
-    provenance: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("video")
-    @classmethod
-    def _video_path(cls, v: str | None) -> str | None:
-        return _check_video(v)
 
     @field_validator("video_label", "query_label", mode="before")
     @classmethod
     def _label(cls, v: Any) -> int | None:
         return None if v is None else _check_label(v)
-
-    @field_validator("subcategory")
-    @classmethod
-    def _known_sub(cls, v: str | None) -> str | None:
-        return _check_subcategory(v)
-
-    @field_validator("language")
-    @classmethod
-    def _language_tag(cls, v: str | None) -> str | None:
-        return _check_language(v)
 
     @field_validator("problem_type")
     @classmethod

@@ -134,6 +134,12 @@ def latest_checkpoint(out: Path) -> Path | None:
     return done[-1] if done else None
 
 
+def load_checkpoint(accelerator, path: Path) -> dict:
+    """Restore accelerate's state from a checkpoint; returns the trainer's position saved with it."""
+    accelerator.load_state(str(path))
+    return json.loads((path / STATE_FILE).read_text())
+
+
 def save_checkpoint(accelerator, out: Path, step: int, state: dict, *, keep: int) -> None:
     """accelerate's state (model, optimizer, scheduler, RNG) plus the trainer's position; the
     state file is written last, so a checkpoint cut off mid-save is never resumed from."""
@@ -204,8 +210,7 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
     step, epoch, micro_done = 0, 0, 0
     resume = latest_checkpoint(out)
     if resume is not None:
-        accelerator.load_state(str(resume))
-        state = json.loads((resume / STATE_FILE).read_text())
+        state = load_checkpoint(accelerator, resume)
         step, epoch, micro_done = state["step"], state["epoch"], state["micro_in_epoch"]
         accelerator.print(f"resumed from {resume} at step {step}")
     if accelerator.is_main_process:
