@@ -35,7 +35,8 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
         assert records and all(r["id"].startswith("train-") or r["kind"] == "general" for r in records)
     assert result.model == tmp_path / "demo" / "train" / "stage-grpo" / "final"
 
-    res = json.loads(result.report["results"].read_text())
+    res = json.loads((result.report / "results.json").read_text())
+    assert result.results.to_json() == res
     assert len(res["runs"]) == 2 and [r["model"] for r in result.rows] == [x["model"] for x in res["runs"]]
     assert all("HH DSR video" in r and "SafeQ FRR video" in r for r in result.rows)
 

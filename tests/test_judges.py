@@ -285,8 +285,8 @@ class CountingJudge:
     """Wraps a judge; counts the items it is asked about; can stop the run after N batches."""
 
     def __init__(self, inner, stop_after_batches: int | None = None):
-        self.inner, self.name, self.version = inner, inner.name, inner.version
-        self.needs_intention = getattr(inner, "needs_intention", True)
+        self.inner, self.name, self.version, self.revision = inner, inner.name, inner.version, inner.revision
+        self.needs_intention = inner.needs_intention
         self.calls, self.batches, self.stop = 0, 0, stop_after_batches
 
     def judge(self, items):
@@ -579,20 +579,23 @@ def test_rubric_judge_on_tiny_hf_model_is_unparsed(tiny_model_dirs):
     assert judge.revision and judge.revision.startswith("sha256:")
 
 
-def test_intentions_missing_manifest_is_reported(run_copy):
+def test_intentions_come_from_the_rows_not_the_manifest(run_copy):
     run = run_copy("refuse-all")
     info = json.loads((run / "run.json").read_text())
-    info["manifest"] = str(run / "gone" / "manifest.jsonl")
+    info["manifest"] = str(run / "gone" / "manifest.jsonl")  # the manifest is no longer needed
     (run / "run.json").write_text(json.dumps(info))
     seen = []
 
     class Recording:
-        name, version, needs_intention = "recording", "1", True
+        name, version, revision, needs_intention = "recording", "1", None, True
 
         def judge(self, items):
             seen.extend(items)
             return RulesJudge().judge(items)
 
     s = judge_run(run, Recording(), progress=False)
-    assert s.intentions is None and any("not found" in n for n in s.notes)
-    assert seen and all(it.harmful_intention is None for it in seen)
+    assert s.intentions == str(run / "responses.jsonl") and not any("not found" in n for n in s.notes)
+    harmful = [it for it in seen if it.subset in ("HH", "SH", "HB")]
+    assert harmful and all(it.harmful_intention for it in harmful)
+    rows = {(r["sample_id"], r["condition"]): r["harmful_intention"] for r in responses(run)}
+    assert all(it.harmful_intention == rows[(it.sample_id, it.condition)] for it in seen)

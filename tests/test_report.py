@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from videosafety.report import ReportError, choose_judge, compute_results, write_report
+from videosafety.report import ReportError, Results, choose_judge, compute_results, report_paths, write_report
 
 SUBCATS = [("physical_violence", "violence"), ("drugs_substances", "regulated_goods"),
            ("scams_fraud", "fraud_deception"), ("hate_speech", "hate_harassment")]
@@ -119,8 +119,11 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    paths = write_report([runs["refuse"], runs["comply"], runs["drop"]], out)
-    return paths, json.loads(paths["results"].read_text())
+    results = write_report([runs["refuse"], runs["comply"], runs["drop"]], out)
+    paths = report_paths(out)
+    written = json.loads(paths["results"].read_text())
+    assert results.to_json() == written  # what write_report returns is what it wrote
+    return paths, written
 
 
 def _run(results, model):
@@ -230,12 +233,17 @@ def test_comparison_over_models(report):
     assert res["comparison"]["budgets"] == ["8f"]
 
 
-def test_compute_results_matches_written(report, runs):
+def test_typed_results_read_back_and_hand_counts(report, runs):
     paths, written = report
-    again = compute_results([runs["refuse"], runs["comply"], runs["drop"]])
-    for a, b in zip(again["runs"], written["runs"]):
-        assert a["dsr"] == b["dsr"] and a["drop"] == b["drop"]
-    assert compute_results(runs["drop"], judge="llm")["runs"][0]["dsr"]["HH"]["video"]["all"]["k"] == 4
+    back = Results.read(paths["results"])
+    assert back.to_json() == written
+    drop = next(r for r in back.runs if r.model == "fake/dropper-2b")
+    hh_video = drop.rate("dsr", "HH", "video")
+    assert (hh_video.k, hh_video.n) == (2, 8)  # dropper: HH video rows 0-5 comply
+    assert drop.text_to_video("HH").relative.value == pytest.approx(0.75)
+    assert drop.rate("frr", "HH", "video") is None  # FRR is SafeQ's only
+    # the llm verdict file of the dropper run is a different judge: 4 of its 8 HH video rows are safe
+    assert compute_results(runs["drop"], judge="llm").runs[0].rate("dsr", "HH", "video").k == 4
 
 
 def test_markdown(report):
@@ -324,25 +332,26 @@ def test_pure_metrics_agree_with_streamed_results(report, runs):
 
 def test_verdicts_out_of_order_or_short(runs, tmp_path):
     src = runs["drop"]
-    ref = compute_results(src)["runs"][0]
+    ref = compute_results(src).to_json()["runs"][0]
     shuffled = tmp_path / "shuffled"
     shutil.copytree(src, shuffled)
     vf = shuffled / "verdicts" / "rules.jsonl"
     lines = vf.read_text().splitlines()
     vf.write_text("\n".join(lines[::-1]) + "\n")
     (shuffled / "verdicts" / "llm.jsonl").unlink()
-    got = compute_results(shuffled)["runs"][0]
+    got = compute_results(shuffled).to_json()["runs"][0]
     assert got["dsr"] == ref["dsr"] and got["drop"] == ref["drop"]
     assert any("not in responses.jsonl order" in w for w in got["warnings"])
     vf.write_text("\n".join(lines[:90]) + "\n")  # the judge stopped early: the last 6 rows unjudged
-    short = compute_results(shuffled)["runs"][0]
+    short = compute_results(shuffled).to_json()["runs"][0]
     assert short["coverage"]["all"]["unjudged"] == ref["coverage"]["all"]["unjudged"] + 6
     assert any("fewer rows" in w for w in short["warnings"])
 
 
 def test_run_without_blank_and_a_single_model(tmp_path):
     run = write_run(tmp_path / "vt", "only/video-text", dropper, conditions=["video", "text"])
-    paths = write_report(run, tmp_path / "out")
+    write_report(run, tmp_path / "out")
+    paths = report_paths(tmp_path / "out")
     res = json.loads(paths["results"].read_text())
     r = res["runs"][0]
     assert r["conditions"] == ["video", "text"] and r["blank_control"] == {}

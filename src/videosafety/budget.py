@@ -44,6 +44,22 @@ class FrameBudget(BaseModel):
         kw.setdefault("max_frames", max(num_frames, DEFAULT_MAX_FRAMES))
         return cls(fps=None, num_frames=num_frames, **kw)
 
+    def with_overrides(self, *, fps: float | None = None, num_frames: int | None = None,
+                       max_frames: int | None = None, max_pixels: int | None = None) -> "FrameBudget":
+        """This budget with a user's overrides: a frame count replaces the rate (and lifts
+        max_frames to at least itself); a rate replaces a frame count; max_frames caps a rate;
+        max_pixels bounds each frame. None leaves a setting as it is."""
+        changed = self.model_dump()
+        if num_frames is not None:
+            changed.update(num_frames=num_frames, fps=None, max_frames=max(num_frames, max_frames or num_frames))
+        elif fps is not None:
+            changed.update(fps=fps, num_frames=None)
+        if max_frames is not None and num_frames is None:
+            changed["max_frames"] = max_frames
+        if max_pixels is not None:
+            changed["max_pixels"] = max_pixels
+        return FrameBudget.model_validate(changed)
+
     def describe(self) -> str:
         """A short stable string for logs and reports."""
         mode = f"{self.num_frames}f" if self.num_frames else f"{self.fps:g}fps<= {self.max_frames}f"

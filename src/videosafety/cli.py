@@ -384,18 +384,15 @@ def train_data(
     console.print(f"wrote {n} {kind} records to {out}")
 
 
-# `videosafety eval` with no options must finish within minutes on 2 cores, first run included.
-DEMO_DEFAULT_LIMIT = 400
-
-
 def _csv(value: str | None) -> tuple[str, ...] | None:
     return tuple(x.strip() for x in value.split(",") if x.strip()) if value else None
 
 
-def _slug(text: str) -> str:
-    import re
+def _fail(message: object, code: int = 2) -> typer.Exit:
+    from rich.markup import escape
 
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-80:] or "model"
+    err_console.print(f"[red]error:[/red] {escape(str(message))}", highlight=False)
+    return typer.Exit(code)
 
 
 @app.command("eval")
@@ -441,200 +438,86 @@ def eval_cmd(
 ) -> None:
     """Run a video LLM over a safety benchmark in the video, text and blank conditions, then
     judge the responses and write the report."""
-    from videosafety.budget import FrameBudget
-    from videosafety.evaluate.runner import EvalConfig, SampleFilter, run_eval
-    from videosafety.models.base import GenerationSettings
-    from videosafety.models.spec import ModelOptions, load_model, parse_spec
+    from videosafety.evaluate.plan import SampleFilter
+    from videosafety.evaluate.sweep import parse_values
+    from videosafety.pipeline import EvalRequest, evaluate
 
     try:
-        kind, _ = parse_spec(model)
-        conds = _csv(conditions) or ()
-        bad = [c for c in conds if c not in taxonomy.CONDITIONS]
-        if bad or not conds:
-            raise ValueError(f"unknown condition(s) {bad}; expected a comma list of {', '.join(taxonomy.CONDITIONS)}")
-        # a single value keeps the one-run behaviour; a comma list is a sweep (evaluate.sweep)
-        from videosafety.evaluate.sweep import parse_values
-
         fps_values, frame_values = parse_values(fps, float, "--fps"), parse_values(num_frames, int, "--num-frames")
-        sweeping = len(fps_values or ()) > 1 or len(frame_values or ()) > 1
-        if sweeping and fps_values and frame_values:
-            raise ValueError("sweep over --fps or over --num-frames, not both")
-        fps = None if sweeping or not fps_values else fps_values[0]
-        num_frames = None if sweeping or not frame_values else frame_values[0]
-    except ValueError as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
-    notes = []
-    if kind == "demo":
-        from videosafety.models.demo import DEMO_BUDGET, DEMO_MAX_NEW_TOKENS
-
-        budget = DEMO_BUDGET  # the budget the demo model was trained with
-        if max_new_tokens is None:  # its longest answer, with room: a batch runs to its longest row
-            max_new_tokens = DEMO_MAX_NEW_TOKENS
-        batch_size = batch_size or 16
-        if limit is None and bench == "vsb-mini":
-            limit = DEMO_DEFAULT_LIMIT
-            notes.append(f"default: a stratified subset of {limit} of VSB-mini's 1,520 eval samples, evenly "
-                         "spread over sub-categories, subsets and languages (--limit 1520 for all)")
-        notes.append("the demo model is a synthetic demonstration model trained on VSB-mini only")
-    else:
-        budget = FrameBudget()
-    if any(x is not None for x in (fps, num_frames, max_frames, max_pixels)):
-        base = budget.model_dump()
-        if num_frames is not None:
-            base.update(num_frames=num_frames, fps=None, max_frames=max(num_frames, max_frames or num_frames))
-        elif fps is not None:
-            base.update(fps=fps, num_frames=None)
-        if max_frames is not None and num_frames is None:
-            base["max_frames"] = max_frames
-        if max_pixels is not None:
-            base["max_pixels"] = max_pixels
-        budget = FrameBudget.model_validate(base)
-    if sweeping:
-        from videosafety.evaluate.sweep import sweep_points
-
-        points = sweep_points(budget, fps=fps_values if fps_values and len(fps_values) > 1 else None,
-                              num_frames=frame_values if frame_values and len(frame_values) > 1 else None,
-                              max_frames=max_frames)
-    from videosafety.data.peers import bench_source
-
-    try:
-        manifest: str | Path = bench_source(bench)
-    except (ValueError, OSError) as e:  # PeerFormatError names file, line and field
-        from rich.markup import escape
-
-        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
-        raise typer.Exit(2)
-    settings = GenerationSettings(max_new_tokens=max_new_tokens or 256, do_sample=temperature > 0,
-                                  temperature=temperature if temperature > 0 else 1.0, top_p=top_p, seed=seed)
-    flt = SampleFilter(split=None if split == "all" else split, subsets=_csv(subsets), languages=_csv(languages),
-                       categories=_csv(categories), limit=limit)
-
-    import torch
-    from accelerate import PartialState
-
-    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
-    dev = device
-    if state.num_processes > 1 and device == "auto" and state.device.type == "cuda":
-        dev = str(state.device)
-    batch_size = batch_size or 8
-    options = ModelOptions(device=dev, dtype=dtype, batch_size=batch_size, trust_remote_code=trust_remote_code,
-                           openai={"frames_as": frames_as, "max_concurrency": concurrency, "timeout": timeout,
-                                   "api_key_env": api_key_env})
-    try:
-        llm = load_model(model, budget, options)
-    except (ValueError, OSError) as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
-    out = out or Path("runs") / f"eval-{_slug(llm.name)}"
-    if instruction == "reasoning":
-        from videosafety.tags import GRPO_INSTRUCTION
-
-        instruction = GRPO_INSTRUCTION
-    cfg = EvalConfig(conditions=conds, settings=settings, budget=budget, batch_size=batch_size,
-                     decode_workers=workers, force=force, max_error_rate=max_error_rate, instruction=instruction)
-    if state.is_main_process:
-        for n in notes:
-            console.print(f"[yellow]note:[/yellow] {n}")
-        console.print(f"model {llm.name} ({llm.revision}) | budget {budget.describe()} | "
-                      f"conditions {','.join(conds)} | out {out}" + (f" | {state.num_processes} processes" if state.num_processes > 1 else ""))
-    if sweeping:
-        _eval_sweep(llm, manifest, out, cfg, flt, points, state, judge=None if no_judge else judge, device=device,
-                    notes=notes, max_error_rate=max_error_rate)
+        request = EvalRequest(
+            model=model, bench=bench, conditions=_csv(conditions) or (),
+            selection=SampleFilter(split=None if split == "all" else split, subsets=_csv(subsets),
+                                   languages=_csv(languages), categories=_csv(categories), limit=limit),
+            fps=tuple(fps_values) if fps_values else None, num_frames=tuple(frame_values) if frame_values else None,
+            max_frames=max_frames, max_pixels=max_pixels, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_p=top_p, seed=seed, batch_size=batch_size, instruction=instruction,
+            judge=None if no_judge else judge, out=out, force=force, max_error_rate=max_error_rate, device=device,
+            dtype=dtype, decode_workers=workers, trust_remote_code=trust_remote_code,
+            openai={"frames_as": frames_as, "max_concurrency": concurrency, "timeout": timeout,
+                    "api_key_env": api_key_env})
+        result = evaluate(request, log=lambda m: console.print(m, markup=False, highlight=False))
+    except (ValueError, OSError) as e:  # a bad request, benchmark (file, line, field) or model
+        raise _fail(e)
+    if not result.main_process:
         return
-    summary = run_eval(llm, manifest, out, cfg, flt, rank=state.process_index, world=state.num_processes,
-                       barrier=state.wait_for_everyone, progress=state.is_main_process,
-                       extra_run_info={"notes": notes})
-    if not state.is_main_process:
-        return
-    console.print(f"{summary.rows} rows ({', '.join(f'{k} {v}' for k, v in summary.by_condition.items())}); "
-                  f"{summary.generated} generated, {summary.cached} from cache, {summary.n_errors} errors, "
-                  f"{summary.seconds:.1f}s -> {out / 'responses.jsonl'}")
-    for e in summary.error_examples:
-        console.print(f"  [red]error[/red] {e}", markup=True, highlight=False)
-    if not no_judge:
-        from videosafety.judges.run import judge_slug
-
-        judged = _judge(out, judge, force=False, device=device, batch_size=64, progress=False)
-        paths = _report([out], out, judge_slug(judged.judge))
-        _print_headline(paths["results"])
-    if summary.error_rate > max_error_rate:
-        err_console.print(f"[red]error rate {summary.error_rate:.1%} exceeds --max-error-rate {max_error_rate:.1%}[/red]")
-        raise typer.Exit(1)
-
-
-def _eval_sweep(llm, manifest, out: Path, cfg, flt, points, state, *, judge: str | None, device: str,
-                notes: list[str], max_error_rate: float) -> None:
-    """`eval` with a comma list of --fps / --num-frames: evaluate.sweep.run_sweep, and print."""
-    from videosafety.evaluate.sweep import reusing_loader, run_sweep
-
-    def show(point, run_dir: Path, summary) -> None:
-        console.print(f"[bold]{point.name}[/bold] (budget {point.budget.describe()}): {summary.rows} rows, "
-                      f"{summary.generated} generated, {summary.cached} from cache, {summary.n_errors} errors, "
-                      f"{summary.seconds:.1f}s -> {run_dir / 'responses.jsonl'}")
-
-    if state.is_main_process:
-        console.print(f"sweep over {', '.join(p.name for p in points)} -> {out}/<point>")
-    res = run_sweep(reusing_loader(lambda budget: llm), manifest, out, cfg, points, flt, judge=judge,
-                    judge_device=device, rank=state.process_index, world=state.num_processes,
-                    barrier=state.wait_for_everyone, progress=state.is_main_process,
-                    extra_run_info={"notes": notes}, on_run=show)
-    if not state.is_main_process:
-        return
-    if res.report is not None:
-        for kind, path in {**res.report, "plot": res.plot, "sweep": res.summary}.items():
+    for point, run_dir, summary in result.runs:
+        console.print(f"{f'[bold]{point}[/bold] ' if point else ''}{summary.rows} rows "
+                      f"({', '.join(f'{k} {v}' for k, v in summary.by_condition.items())}); {summary.generated} "
+                      f"generated, {summary.cached} from cache, {summary.n_errors} errors, {summary.seconds:.1f}s -> "
+                      f"{run_dir / 'responses.jsonl'}")
+        for e in summary.error_examples:
+            console.print(f"  [red]error[/red] {e}", markup=True, highlight=False)
+    for judged in result.judged:
+        _print_judged(judged)
+    if result.results is not None:
+        _print_report(result.out, result.results)
+        for kind, path in (("plot", result.plot), ("sweep", result.sweep_summary)):
             if path is not None:
                 console.print(f"{kind}: {path}")
-        _print_headline(res.report["results"])
-    if res.error_rate > max_error_rate:
-        err_console.print(f"[red]error rate {res.error_rate:.1%} exceeds --max-error-rate {max_error_rate:.1%}[/red]")
+    if result.error_rate > max_error_rate:
+        err_console.print(f"[red]error rate {result.error_rate:.1%} exceeds --max-error-rate {max_error_rate:.1%}[/red]")
         raise typer.Exit(1)
 
 
-def _print_headline(results_path: Path) -> None:
-    """The numbers a person looks for first: DSR per subset and condition, FRR, the drop."""
-    res = json.loads(Path(results_path).read_text())
-    for run in res["runs"]:
-        table = Table(title=f"{run['model']} | judge {run['judge']['name']} {run['judge']['version']} | budget {run['budget_str']}")
+def _rate_cell(rate) -> str:
+    if rate is None or rate.value is None:
+        return "-"
+    ci = f" [{rate.ci[0]:.0%}, {rate.ci[1]:.0%}]" if rate.ci else ""
+    return f"{rate.value:.1%}{ci} n={rate.n}"
+
+
+def _print_report(out: Path, results) -> None:
+    """The report's files, then the numbers a person looks for first: DSR per subset and
+    condition, FRR, the drop."""
+    from videosafety.report import report_paths
+
+    for kind, path in report_paths(out).items():
+        console.print(f"{kind}: {path}")
+    for run in results.runs:
+        table = Table(title=f"{run.model} | judge {run.judge.name} {run.judge.version} | budget {run.budget_str}")
         table.add_column("metric")
-        conds = run["conditions"]
-        for c in conds:
+        for c in run.conditions:
             table.add_column(c, justify="right")
-
-        def cell(rate: dict | None) -> str:
-            if not rate or rate.get("value") is None:
-                return "-"
-            lo, hi = rate["ci"] if rate.get("ci") else (None, None)
-            ci = f" [{lo:.0%}, {hi:.0%}]" if lo is not None else ""
-            return f"{rate['value']:.1%}{ci} n={rate['n']}"
-
-        for subset, by_cond in run["dsr"].items():
-            table.add_row(f"DSR {subset}", *(cell(by_cond.get(c, {}).get("all")) for c in conds))
-        for subset, by_cond in run["frr"].items():
-            table.add_row(f"FRR {subset}", *(cell(by_cond.get(c, {}).get("all")) for c in conds))
+        for metric in ("dsr", "frr"):
+            for subset in getattr(run, metric):
+                table.add_row(f"{metric.upper()} {subset}", *(_rate_cell(run.rate(metric, subset, c))
+                                                               for c in run.conditions))
         Console(width=max(console.width, 140)).print(table)
-        drop = run.get("drop", {}).get("HH", {}).get("text_to_video")
-        if drop and drop["relative"]["value"] is not None:
-            r = drop["relative"]
-            console.print(f"HH safety drop from video: {r['value']:.1%} relative "
-                          f"(95% CI {r['ci'][0]:.1%}..{r['ci'][1]:.1%}), "
-                          f"{drop['absolute']['value'] * 100:+.1f} points absolute" if r.get("ci") else
-                          f"HH safety drop from video: {r['value']:.1%} relative")
+        drop = run.text_to_video("HH")
+        if drop and drop.relative.value is not None:
+            r = drop.relative
+            console.print(f"HH safety drop from video: {r.value:.1%} relative "
+                          f"(95% CI {r.ci[0]:.1%}..{r.ci[1]:.1%}), "
+                          f"{drop.absolute.value * 100:+.1f} points absolute" if r.ci else
+                          f"HH safety drop from video: {r.value:.1%} relative")
 
 
-def _judge(run_dir: Path, spec: str, *, force: bool, device: str, batch_size: int, progress: bool = True):
-    from videosafety.judges.run import judge_run
-    from videosafety.judges.spec import load_judge
-
-    summary = judge_run(run_dir, load_judge(spec, device=device, batch_size=min(batch_size, 16)), force=force,
-                        batch_size=batch_size,
-                        progress=progress)
+def _print_judged(summary) -> None:
     labels = ", ".join(f"{k} {v}" for k, v in sorted(summary.labels.items()))
     console.print(f"judge {summary.judge} ({summary.judge_version}): {summary.judged}/{summary.judgeable} judged "
                   f"(coverage {summary.coverage:.1%}), {summary.unparsed} unparsed; {labels} -> {summary.verdict_file}")
     for n in summary.notes:
         console.print(f"[yellow]note:[/yellow] {n}")
-    return summary
 
 
 @app.command("judge")
@@ -647,21 +530,15 @@ def judge_cmd(
     batch_size: int = typer.Option(64),
 ) -> None:
     """Judge a run's responses (resumable, cached); several judges score one run side by side."""
+    from videosafety.judges.run import judge_run
+    from videosafety.judges.spec import load_judge
+
     try:
         for spec in judge:
-            _judge(run_dir, spec, force=force, device=device, batch_size=batch_size)
+            loaded = load_judge(spec, device=device, batch_size=min(batch_size, 16))
+            _print_judged(judge_run(run_dir, loaded, force=force, batch_size=batch_size))
     except (ValueError, FileNotFoundError) as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
-
-
-def _report(run_dirs: list[Path], out: Path, judge: str | None) -> dict:
-    from videosafety.report import write_report
-
-    paths = write_report(run_dirs, out, judge=judge)
-    for kind, path in paths.items():
-        console.print(f"{kind}: {path}")
-    return paths
+        raise _fail(e)
 
 
 @app.command("report")
@@ -671,18 +548,17 @@ def report_cmd(
     judge: str = typer.Option(None, help="Verdict file to report (its name in verdicts/, without .jsonl)."),
 ) -> None:
     """results.json, report.md and report.html comparing one or many runs."""
-    from videosafety.report import ReportError
+    from videosafety.report import ReportError, report_paths, write_report
 
-    if out is None:
-        if len(run_dirs) > 1:
-            err_console.print("[red]error:[/red] give --out when reporting several runs")
-            raise typer.Exit(2)
-        out = run_dirs[0]
+    if out is None and len(run_dirs) > 1:
+        raise _fail("give --out when reporting several runs")
+    out = out or run_dirs[0]
     try:
-        _report(run_dirs, out, judge)
+        write_report(run_dirs, out, judge)
     except (ReportError, FileNotFoundError) as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise _fail(e)
+    for kind, path in report_paths(out).items():
+        console.print(f"{kind}: {path}")
 
 
 @app.command("serve")
@@ -718,6 +594,7 @@ def demo_cmd(
     from dataclasses import replace
 
     from videosafety.demo import DemoSettings, run_demo
+    from videosafety.report import report_paths
 
     settings = DemoSettings() if eval_limit is None else replace(DemoSettings(), eval_limit=eval_limit)
     result = run_demo(out, settings, log=lambda m: console.print(f"[bold]{m}[/bold]"))
@@ -740,7 +617,7 @@ def demo_cmd(
         table.add_row(*(cell(row[c]) for c in cols))
     Console(width=max(console.width, 160)).print(table)
     console.print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
-    for kind, path in result.report.items():
+    for kind, path in report_paths(result.report).items():
         console.print(f"{kind}: {path}")
 
 

@@ -18,6 +18,7 @@ from videosafety import video as vio
 from videosafety.budget import FrameBudget
 from videosafety.models.base import GenerationSettings, ModelInput, VideoLLM
 from videosafety.schema import Sample
+from videosafety.tags import with_instruction
 
 BLANK_GRAY = 128
 
@@ -37,15 +38,14 @@ def blank_frames(sample: Sample, budget: FrameBudget) -> tuple[np.ndarray, np.nd
 
 
 def model_input(sample: Sample, condition: str, budget: FrameBudget, root: str | Path,
-                *, timeout: float = 60.0, instruction: str | None = None) -> ModelInput:
+                *, timeout: float = 60.0, instruction: str | None = None, query: str | None = None) -> ModelInput:
     """The model input of one sample under one condition; `instruction` (e.g. a reasoning model's
-    answer-format request) follows the query. Raises vio.VideoError for a bad video in the video
+    answer-format request) follows the query, or `query` is the prompt already built (the
+    runner's plan builds each once). Raises vio.VideoError for a bad video in the video
     condition (the caller records it on the sample's row)."""
-    from videosafety.tags import with_instruction
-
     _check(condition)
     meta = {"sample_id": sample.id, "condition": condition}
-    query = with_instruction(sample.query, instruction)
+    query = query if query is not None else with_instruction(sample.query, instruction)
     if condition == "text":
         return ModelInput(query=query, meta=meta)
     if condition == "blank":

@@ -26,6 +26,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from videosafety import tags
+from videosafety.evaluate.plan import SampleFilter
+from videosafety.evaluate.rundir import Results, judge_slug
+from videosafety.models.demo import DEMO_BUDGET
+from videosafety.pipeline import EvalRequest, evaluate
+from videosafety.report import write_report
 
 DEMO_JUDGE = "rules"
 
@@ -45,8 +50,6 @@ class DemoSettings:
     seed: int = 0
 
     def recipe(self, model: str, output_dir: Path, data: dict[str, Path]) -> dict:
-        from videosafety.models.demo import DEMO_BUDGET
-
         common = {"budget": DEMO_BUDGET.model_dump(), "device": "cpu", "max_length": 512,
                   "per_device_batch_size": self.sft_batch, "log_every": 5}
         return {
@@ -105,46 +108,38 @@ def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
     return paths
 
 
-def evaluate(model_spec: str, manifest: Path, out: Path, settings: DemoSettings, *, progress: bool,
-             instruction: str | None = None) -> Path:
-    """Responses (video, text, blank), rules verdicts; returns the run folder."""
-    from videosafety.evaluate.runner import EvalConfig, SampleFilter, run_eval
-    from videosafety.judges.run import judge_run
-    from videosafety.judges.spec import load_judge
-    from videosafety.models.base import GenerationSettings
-    from videosafety.models.demo import DEMO_BUDGET
-    from videosafety.models.spec import ModelOptions, load_model
-
-    llm = load_model(model_spec, DEMO_BUDGET, ModelOptions(device="cpu", dtype="float32", batch_size=16))
-    cfg = EvalConfig(settings=GenerationSettings(max_new_tokens=settings.max_new_tokens), budget=DEMO_BUDGET,
-                     batch_size=16, instruction=instruction)
-    run_eval(llm, manifest, out, cfg, SampleFilter(split="eval", limit=settings.eval_limit), progress=progress)
-    judge_run(out, load_judge(DEMO_JUDGE), progress=False)
+def evaluate_model(model_spec: str, manifest: Path, out: Path, settings: DemoSettings, *, progress: bool,
+                   instruction: str | None = None) -> Path:
+    """Responses (video, text, blank) and the demo judge's verdicts; returns the run folder."""
+    evaluate(EvalRequest(model=model_spec, bench=str(manifest), budget=DEMO_BUDGET,
+                         selection=SampleFilter(split="eval", limit=settings.eval_limit),
+                         max_new_tokens=settings.max_new_tokens, batch_size=16, instruction=instruction,
+                         judge=DEMO_JUDGE, report=False, out=out, device="cpu", dtype="float32"), progress=progress)
     return out
 
 
 @dataclass
 class DemoResult:
-    report: dict[str, Path]
+    report: Path  # the report's folder (evaluate.rundir.report_paths names its files)
+    results: Results
     model: Path
     rows: list[dict]  # the headline table
     seconds: dict[str, float]
 
 
-def headline(results_path: Path) -> list[dict]:
+def headline(results: Results) -> list[dict]:
     """Per model: HH DSR by condition with CIs, the relative text->video drop, SafeQ FRR."""
-    res = json.loads(Path(results_path).read_text())
     rows = []
-    for run in res["runs"]:
-        hh = run["dsr"].get("HH", {})
-        safeq = run["frr"].get("SafeQ", {})
-        drop = run.get("drop", {}).get("HH", {}).get("text_to_video") or {}
+    for run in results.runs:
+        drop = run.text_to_video("HH")
+        cell = (lambda metric, subset, condition: (rate.model_dump() if (rate := run.rate(metric, subset, condition))
+                                                   else None))
         rows.append({
-            "model": run["model"],
-            **{f"HH DSR {c}": hh.get(c, {}).get("all") for c in ("video", "text", "blank")},
-            "HH drop text->video": (drop.get("relative") or {}).get("value"),
-            "SafeQ FRR video": safeq.get("video", {}).get("all"),
-            "SafeQ FRR text": safeq.get("text", {}).get("all"),
+            "model": run.model,
+            **{f"HH DSR {c}": cell("dsr", "HH", c) for c in ("video", "text", "blank")},
+            "HH drop text->video": drop.relative.value if drop else None,
+            "SafeQ FRR video": cell("frr", "SafeQ", "video"),
+            "SafeQ FRR text": cell("frr", "SafeQ", "text"),
         })
     return rows
 
@@ -153,9 +148,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, pr
              log: Callable[[str], None] = print) -> DemoResult:
     """Everything above; resumable: rerun to finish an interrupted demo (each part is cached)."""
     from videosafety.data.vsb_mini import default_vsb_mini
-    from videosafety.judges.run import judge_slug
     from videosafety.models.demo import demo_model_path
-    from videosafety.report import write_report
     from videosafety.train.pipeline import Recipe, run_pipeline
 
     out = Path(out_dir)
@@ -170,7 +163,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, pr
 
     t = time.perf_counter()
     log(f"1/4 evaluating the base model on {settings.eval_limit} eval samples x video, text, blank")
-    base_run = evaluate("demo", manifest, out / "eval-base", settings, progress=progress)
+    base_run = evaluate_model("demo", manifest, out / "eval-base", settings, progress=progress)
     seconds["eval base"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -183,13 +176,13 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, pr
     log("3/4 evaluating the trained model the same way")
     # Each model is asked the way it is used: the base with the plain query, VideoSafety-R1 with
     # the reasoning format it was trained to answer in (the judge reads its <answer>).
-    trained_run = evaluate(f"hf:{final}", manifest, out / "eval-trained", settings, progress=progress,
+    trained_run = evaluate_model(f"hf:{final}", manifest, out / "eval-trained", settings, progress=progress,
                            instruction=tags.GRPO_INSTRUCTION)
     seconds["eval trained"] = time.perf_counter() - t
 
     log("4/4 report")
-    paths = write_report([base_run, trained_run], out / "report", judge=judge_slug(DEMO_JUDGE))
-    rows = headline(paths["results"])
+    results = write_report([base_run, trained_run], out / "report", judge=judge_slug(DEMO_JUDGE))
+    rows = headline(results)
     (out / "demo_summary.json").write_text(json.dumps({"rows": rows, "seconds": seconds,
                                                        "settings": asdict(settings)}, indent=2) + "\n")
-    return DemoResult(paths, final, rows, seconds)
+    return DemoResult(out / "report", results, final, rows, seconds)

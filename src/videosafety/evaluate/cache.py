@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Protocol
 
 from videosafety.budget import FrameBudget
 from videosafety.models.base import GenerationSettings
-from videosafety.schema import Sample
+from videosafety.schema import VideoRef
+from videosafety.store import open_store
 
 # Bumped whenever the way a sample becomes a prompt changes (system text, query wrapping).
 PROMPT_VERSION = "v1"
@@ -29,7 +30,14 @@ CREATE TABLE IF NOT EXISTS errors (key TEXT PRIMARY KEY, error TEXT NOT NULL, cr
 """
 
 
-def sample_content(sample: Sample) -> dict:
+class AskedSample(Protocol):
+    """What of a sample reaches the model (a schema.Sample or a plan's PlannedSample)."""
+
+    query: str
+    video: VideoRef
+
+
+def sample_content(sample: AskedSample) -> dict:
     """What of a sample reaches the model: the query and the video's bytes and geometry."""
     v = sample.video
     return {"query": sample.query, "video": [v.sha256, v.duration, v.width, v.height]}
@@ -44,21 +52,9 @@ def run_fingerprint(model_name: str, revision: str, settings: GenerationSettings
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def cache_key(fingerprint: str, sample: Sample, condition: str) -> str:
+def cache_key(fingerprint: str, sample: AskedSample, condition: str) -> str:
     payload = json.dumps([fingerprint, condition, sample_content(sample)], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def open_store(path: str | Path, schema: str) -> sqlite3.Connection:
-    """A SQLite store that several processes (data-parallel runs) share: WAL and a busy
-    timeout; autocommit, so callers open one explicit transaction per batch."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, timeout=120, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(schema)
-    return db
 
 
 class ResponseCache:

@@ -1,14 +1,14 @@
 """The evaluation runner: conditions x samples -> responses, stored, resumable, sharded.
 
-Samples stream from the manifest (memory stays flat however large the benchmark); frames are
-decoded in background threads while the model computes; finished work lives in the SQLite
-cache, so a run killed at any moment and started again ends with every row exactly once.
+The manifest is read once into a plan (evaluate.plan: sample, condition, cache key, prompt per
+work item); frames are decoded in background threads while the model computes; finished work
+lives in the SQLite cache, so a run killed at any moment and started again ends with every row
+exactly once. The run folder's files and rows are evaluate.rundir's.
 With N processes (`accelerate launch` / `torchrun`), work item i belongs to rank i mod N;
 rank 0 writes the merged outputs once all ranks are done."""
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections import Counter
@@ -18,54 +18,14 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 
-import numpy as np
-
 from videosafety import __version__, taxonomy
 from videosafety import video as vio
 from videosafety.budget import FrameBudget
 from videosafety.conditions import model_input
-from videosafety.tags import with_instruction
-from videosafety.data.manifest import iter_samples, manifest_root
-from videosafety.evaluate.cache import PROMPT_VERSION, ResponseCache, cache_key, run_fingerprint
+from videosafety.evaluate.cache import PROMPT_VERSION, ResponseCache, run_fingerprint
+from videosafety.evaluate.plan import Plan, SampleFilter, WorkItem, make_plan
+from videosafety.evaluate.rundir import FORMAT_VERSION, ResponseRow, RunDir, RunInfo, RunSummary
 from videosafety.models.base import FailedResponse, GenerationSettings, ModelInput, VideoLLM
-from videosafety.schema import Sample
-
-RESPONSES = "responses.jsonl"
-RUN_FILE = "run.json"
-CACHE_FILE = "cache.sqlite"
-
-
-@dataclass(frozen=True)
-class SampleFilter:
-    split: str | None = "eval"
-    subsets: tuple[str, ...] | None = None
-    languages: tuple[str, ...] | None = None
-    categories: tuple[str, ...] | None = None  # categories or sub-categories
-    limit: int | None = None  # evenly spread over the filtered samples, so every stratum shows
-
-    def keeps(self, s: Sample) -> bool:
-        return ((self.split is None or s.split == self.split)
-                and (self.subsets is None or s.subset in self.subsets)
-                and (self.languages is None or s.language in self.languages)
-                and (self.categories is None or s.category in self.categories or s.subcategory in self.categories))
-
-
-def select_samples(manifest: str | Path, flt: SampleFilter) -> Callable[[], Iterator[Sample]]:
-    """A re-iterable stream of the selected samples (two passes at most; no list kept)."""
-    if flt.limit is None:
-        return lambda: (s for s in iter_samples(manifest) if flt.keeps(s))
-    total = sum(1 for s in iter_samples(manifest) if flt.keeps(s))
-    n = min(flt.limit, total)
-    chosen = set(np.linspace(0, total - 1, n).round().astype(int).tolist()) if n else set()
-
-    def stream() -> Iterator[Sample]:
-        i = 0
-        for s in iter_samples(manifest):
-            if flt.keeps(s):
-                if i in chosen:
-                    yield s
-                i += 1
-    return stream
 
 
 @dataclass
@@ -123,153 +83,130 @@ def package_versions() -> dict:
 
 
 def run_eval(model: VideoLLM, manifest: str | Path, out_dir: str | Path, cfg: EvalConfig,
-             flt: SampleFilter = SampleFilter(), *, rank: int = 0, world: int = 1,
+             selection: SampleFilter = SampleFilter(), *, rank: int = 0, world: int = 1,
              barrier: Callable[[], None] = lambda: None, progress: bool = True,
              extra_run_info: dict | None = None) -> EvalSummary:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    root = manifest_root(manifest)
-    stream = select_samples(manifest, flt)
-    fp = run_fingerprint(model.name, model.revision, cfg.settings, cfg.budget, cfg.instruction)
+    run = RunDir(out_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    fingerprint = run_fingerprint(model.name, model.revision, cfg.settings, cfg.budget, cfg.instruction)
+    plan = make_plan(manifest, selection, cfg.conditions, fingerprint, cfg.instruction)
     summary = EvalSummary()
     t_start = time.perf_counter()
-    run_info = {
-        "model": model.name, "model_revision": model.revision, "manifest": str(manifest),
-        "conditions": list(cfg.conditions), "generation": asdict(cfg.settings),
-        "budget": cfg.budget.model_dump(mode="json"), "prompt_version": PROMPT_VERSION, "instruction": cfg.instruction,
-        "filter": asdict(flt), "batch_size": cfg.batch_size, "processes": world,
-        "fingerprint": fp, "versions": package_versions(), **(extra_run_info or {}),
-    }
+    info = RunInfo(
+        model=model.name, model_revision=model.revision, manifest=str(manifest), conditions=list(cfg.conditions),
+        generation=asdict(cfg.settings), budget=cfg.budget.model_dump(mode="json"), prompt_version=PROMPT_VERSION,
+        instruction=cfg.instruction, filter=asdict(selection), batch_size=cfg.batch_size, processes=world,
+        fingerprint=fingerprint, versions=package_versions(), format_version=FORMAT_VERSION,
+        **(extra_run_info or {}))
     if rank == 0:
-        (out / RUN_FILE).write_text(json.dumps({**run_info, "status": "running"}, indent=2))
+        run.write_info(info)
 
-    cache = ResponseCache(out / CACHE_FILE)
-    # Work items in a fixed order (condition-major, then manifest order); item i is rank i % world's.
-    def my_pending() -> Iterator[tuple[str, list[Sample], list[str]]]:
-        index = 0
-        for condition in cfg.conditions:
-            for chunk in _chunks(stream(), 256):
-                keys = [cache_key(fp, s, condition) for s in chunk]
-                mine = [(s, k) for j, (s, k) in enumerate(zip(chunk, keys)) if (index + j) % world == rank]
-                index += len(chunk)
-                if cfg.force:
-                    cache.forget([k for _, k in mine])
-                    done = set()
-                else:
-                    done = cache.done([k for _, k in mine])
-                summary.cached += sum(1 for _, k in mine if k in done)
-                todo = [(s, k) for s, k in mine if k not in done]
-                for batch in _chunks(todo, cfg.batch_size):
-                    yield condition, [s for s, _ in batch], [k for _, k in batch]
-
-    # A model that never looks at its input (reference policies) gets no decoded frames.
-    reads_inputs = getattr(model, "reads_inputs", True)
-
-    def prepare(condition: str, samples: list[Sample]) -> list[ModelInput | vio.VideoError]:
-        if not reads_inputs:
-            return [ModelInput(query=s.query, meta={"sample_id": s.id, "condition": condition}) for s in samples]
-
-        def one(s: Sample):
-            try:
-                return model_input(s, condition, cfg.budget, root, instruction=cfg.instruction)
-            except vio.VideoError as e:
-                return e
-        return list(decoder.map(one, samples))
+    cache = ResponseCache(run.cache_file)
+    mine = [it for it in plan.items if it.index % world == rank]
+    if cfg.force:
+        cache.forget([it.key for it in mine])
+        done: set[str] = set()
+    else:
+        done = cache.done([it.key for it in mine])
+    summary.cached = sum(1 for it in mine if it.key in done)
+    todo = [it for it in mine if it.key not in done]
+    batches = [batch for _, items in plan.by_condition(todo) for batch in _chunks(items, cfg.batch_size)]
 
     bar = None
     if progress and rank == 0:
-        from tqdm.auto import tqdm
-        bar = tqdm(desc=f"eval {model.name}", unit="resp", dynamic_ncols=True, mininterval=1.0)
+        from tqdm.auto import tqdm  # only when a bar is shown
 
+        bar = tqdm(desc=f"eval {model.name}", unit="resp", dynamic_ncols=True, mininterval=1.0,
+                   total=len(mine), initial=summary.cached)
     with ThreadPoolExecutor(cfg.decode_workers) as decoder, ThreadPoolExecutor(1) as prefetcher:
-        pending_futures = []
-        work = my_pending()
-
-        def submit_next() -> bool:
-            item = next(work, None)
-            if item is None:
-                return False
-            condition, samples, keys = item
-            pending_futures.append((condition, samples, keys, prefetcher.submit(prepare, condition, samples)))
-            return True
-
-        for _ in range(cfg.prefetch_batches + 1):
-            if not submit_next():
-                break
-        while pending_futures:
-            condition, samples, keys, fut = pending_futures.pop(0)
-            submit_next()  # decode the next batch while this one generates
-            prepared = fut.result()
-            ok = [(k, x) for k, x in zip(keys, prepared) if isinstance(x, ModelInput)]
-            failures = [(k, f"video: {x}") for k, x in zip(keys, prepared) if not isinstance(x, ModelInput)]
-            t0 = time.perf_counter()
-            try:
-                responses = model.generate([x for _, x in ok], cfg.settings) if ok else []
-            except Exception as e:  # a backend that raises loses this batch only
-                responses = [FailedResponse(f"{type(e).__name__}: {e}")] * len(ok)
-            per = (time.perf_counter() - t0) / max(1, len(ok))
-            successes = []
-            for (k, _), r in zip(ok, responses):
-                if isinstance(r, FailedResponse):
-                    failures.append((k, f"request: {r.error}"))
-                else:
-                    successes.append((k, r, per))
-            cache.put(successes, failures)
-            summary.generated += len(successes)
+        prepare = _preparer(model, plan.root, cfg, decoder)
+        in_flight = [prefetcher.submit(prepare, batch) for batch in batches[:cfg.prefetch_batches + 1]]
+        for i, batch in enumerate(batches):
+            nxt = i + cfg.prefetch_batches + 1
+            if nxt < len(batches):  # decode a later batch while this one generates
+                in_flight.append(prefetcher.submit(prepare, batches[nxt]))
+            prepared = in_flight.pop(0).result()
+            summary.generated += _generate(model, cfg.settings, batch, prepared, cache)
             if bar is not None:
-                bar.update(len(keys))
+                bar.update(len(batch))
     if bar is not None:
         bar.close()
     barrier()
     if rank == 0:
-        _write_rows(out, stream, cfg, fp, model, cache, summary)
+        _write_rows(run, plan, cfg, model, cache, summary)
         summary.seconds = time.perf_counter() - t_start
-        status = "failed" if summary.error_rate > cfg.max_error_rate else "done"
-        (out / RUN_FILE).write_text(json.dumps({**run_info, "status": status, "summary": {
-            "rows": summary.rows, "errors": summary.errors, "error_rate": round(summary.error_rate, 6),
-            "by_condition": summary.by_condition, "seconds": round(summary.seconds, 3)}}, indent=2))
+        info.status = "failed" if summary.error_rate > cfg.max_error_rate else "done"
+        info.summary = RunSummary(rows=summary.rows, errors=summary.errors, error_rate=round(summary.error_rate, 6),
+                                  by_condition=summary.by_condition, seconds=round(summary.seconds, 3))
+        run.write_info(info)
     cache.close()
     return summary
 
 
-def _write_rows(out: Path, stream, cfg: EvalConfig, fp: str, model: VideoLLM, cache: ResponseCache,
+def _preparer(model: VideoLLM, root: Path, cfg: EvalConfig, decoder: ThreadPoolExecutor
+              ) -> Callable[[list[WorkItem]], list[ModelInput | vio.VideoError]]:
+    """Model inputs of a batch; a bad video becomes its VideoError (recorded on its row)."""
+    if not getattr(model, "reads_inputs", True):  # reference policies: no frames to decode
+        return lambda batch: [ModelInput(query=it.sample.prompt, meta={"sample_id": it.sample.id,
+                                                                       "condition": it.condition})
+                              for it in batch]
+
+    def one(it: WorkItem) -> ModelInput | vio.VideoError:
+        try:
+            return model_input(it.sample, it.condition, cfg.budget, root, query=it.sample.prompt)
+        except vio.VideoError as e:
+            return e
+    return lambda batch: list(decoder.map(one, batch))
+
+
+def _generate(model: VideoLLM, settings: GenerationSettings, batch: list[WorkItem],
+              prepared: list[ModelInput | vio.VideoError], cache: ResponseCache) -> int:
+    """Generate one batch and commit its responses and failures; returns the successes."""
+    ok = [(it.key, x) for it, x in zip(batch, prepared) if isinstance(x, ModelInput)]
+    failures = [(it.key, f"video: {x}") for it, x in zip(batch, prepared) if not isinstance(x, ModelInput)]
+    t0 = time.perf_counter()
+    try:
+        responses = model.generate([x for _, x in ok], settings) if ok else []
+    except Exception as e:  # a backend that raises loses this batch only
+        responses = [FailedResponse(f"{type(e).__name__}: {e}")] * len(ok)
+    per_item = (time.perf_counter() - t0) / max(1, len(ok))
+    successes = []
+    for (key, _), r in zip(ok, responses):
+        if isinstance(r, FailedResponse):
+            failures.append((key, f"request: {r.error}"))
+        else:
+            successes.append((key, r, per_item))
+    cache.put(successes, failures)
+    return len(successes)
+
+
+def _write_rows(run: RunDir, plan: Plan, cfg: EvalConfig, model: VideoLLM, cache: ResponseCache,
                 summary: EvalSummary) -> None:
-    """responses.jsonl from the cache, in work order, atomically (a partial file never stands)."""
-    tmp = out / (RESPONSES + ".tmp")
+    """responses.jsonl from the cache, in the plan's order, atomically."""
     errors: Counter = Counter()
-    by_cond: Counter = Counter()
-    base = {"model": model.name, "model_revision": model.revision, "generation": asdict(cfg.settings),
-            "budget": cfg.budget.model_dump(mode="json"), "prompt_version": PROMPT_VERSION,
-            "instruction": cfg.instruction}
-    with open(tmp, "w", encoding="utf-8") as f:
-        for condition in cfg.conditions:
-            for chunk in _chunks(stream(), 512):
-                keys = [cache_key(fp, s, condition) for s in chunk]
-                found = cache.get(keys)
-                for s, k in zip(chunk, keys):
-                    response, error, seconds = found.get(k, (None, "missing: no response recorded", None))
-                    if error is not None:
-                        errors[_error_kind(error)] += 1
-                        if len(summary.error_examples) < 20:
-                            summary.error_examples.append(f"{s.id} [{condition}] {error}")
-                    row = {"sample_id": s.id, "condition": condition, "subset": s.subset, "category": s.category,
-                           "subcategory": s.subcategory, "language": s.language, "video_label": s.video_label,
-                           "query_label": s.query_label, "prompt": with_instruction(s.query, cfg.instruction),
-                           "response": response, "error": error, "seconds": seconds, "cache_key": k, **base}
-                    if s.provenance.get("attack"):  # derived by data.augment: the report groups by it
-                        row["attack"] = s.provenance["attack"]
-                    for key in ("peer", "peer_subset"):  # converted by data.peers: the report groups by them
-                        if s.provenance.get(key):
-                            row[key] = s.provenance[key]
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    by_cond[condition] += 1
-    tmp.replace(out / RESPONSES)
-    summary.rows = sum(by_cond.values())
+    by_condition: Counter = Counter()
+    generation, budget = asdict(cfg.settings), cfg.budget.model_dump(mode="json")
+
+    def rows() -> Iterator[ResponseRow]:
+        for chunk in _chunks(plan.items, 512):
+            found = cache.get([it.key for it in chunk])
+            for it in chunk:
+                s = it.sample
+                response, error, seconds = found.get(it.key, (None, "missing: no response recorded", None))
+                if error is not None:
+                    errors[_error_kind(error)] += 1
+                    if len(summary.error_examples) < 20:
+                        summary.error_examples.append(f"{s.id} [{it.condition}] {error}")
+                by_condition[it.condition] += 1
+                yield ResponseRow(
+                    sample_id=s.id, condition=it.condition, subset=s.subset, category=s.category,
+                    subcategory=s.subcategory, language=s.language, video_label=s.video_label,
+                    query_label=s.query_label, prompt=s.prompt, harmful_intention=s.harmful_intention,
+                    response=response, error=error, seconds=seconds, cache_key=it.key, model=model.name,
+                    model_revision=model.revision, generation=generation, budget=budget,
+                    prompt_version=PROMPT_VERSION, instruction=cfg.instruction, attack=s.attack, peer=s.peer,
+                    peer_subset=s.peer_subset)
+
+    summary.rows = run.write_responses(rows())
     summary.errors = dict(errors)
-    summary.by_condition = dict(by_cond)
-
-
-def read_responses(run_dir: str | Path) -> Iterator[dict]:
-    with open(Path(run_dir) / RESPONSES, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
+    summary.by_condition = dict(by_condition)

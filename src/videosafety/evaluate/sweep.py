@@ -8,19 +8,20 @@ sampling lowers safety).
        runs/sweep/sweep-dsr.png, sweep.json            (DSR on HH, video, per budget, 95 % CI)
 
 Each point is run by :func:`videosafety.evaluate.runner.run_eval` with its own budget, so a
-killed sweep resumes where it stopped and a finished point is taken from its cache.
+killed sweep resumes where it stopped and a finished point is taken from its cache; the
+judging and the report over the points are videosafety.pipeline's (they sit above the runner).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from videosafety.budget import FrameBudget
-from videosafety.evaluate.runner import EvalConfig, EvalSummary, SampleFilter, run_eval
+from videosafety.evaluate.plan import SampleFilter
+from videosafety.evaluate.runner import EvalConfig, EvalSummary, run_eval
 from videosafety.models.base import VideoLLM
 
 PLOT = "sweep-dsr.png"
@@ -37,9 +38,6 @@ class SweepPoint:
 class SweepResult:
     out: Path
     runs: list[tuple[SweepPoint, Path, EvalSummary]] = field(default_factory=list)
-    report: dict[str, Path] | None = None  # write_report's paths, when judged
-    plot: Path | None = None
-    summary: Path | None = None
 
     @property
     def error_rate(self) -> float:
@@ -81,15 +79,11 @@ def sweep_points(base: FrameBudget, *, fps: Sequence[float] | None = None, num_f
     if (fps is None) == (num_frames is None):
         raise ValueError("sweep over --fps or over --num-frames, not both (nor neither)")
     points = []
-    for v in (fps or num_frames or ()):
-        b = base.model_dump()
+    for value in (fps or num_frames or ()):
         if num_frames is not None:
-            b.update(num_frames=int(v), fps=None, max_frames=max(int(v), max_frames or int(v)))
+            budget = base.with_overrides(num_frames=int(value), max_frames=max_frames)
         else:
-            b.update(fps=float(v), num_frames=None)
-            if max_frames is not None:
-                b["max_frames"] = max_frames
-        budget = FrameBudget.model_validate(b)
+            budget = base.with_overrides(fps=float(value), max_frames=max_frames)
         points.append(SweepPoint(point_name(budget), budget))
     return points
 
@@ -117,21 +111,16 @@ def run_sweep(
     out_dir: str | Path,
     cfg: EvalConfig,
     points: Sequence[SweepPoint],
-    flt: SampleFilter = SampleFilter(),
+    selection: SampleFilter = SampleFilter(),
     *,
-    judge: str | None = "rules",
-    judge_device: str = "auto",
     rank: int = 0,
     world: int = 1,
     barrier: Callable[[], None] = lambda: None,
     progress: bool = True,
     extra_run_info: dict | None = None,
-    on_run: Callable[[SweepPoint, Path, EvalSummary], None] | None = None,
 ) -> SweepResult:
-    """Evaluate at every point into OUT/<point.name>; then (rank 0, unless ``judge`` is None)
-    judge each run with ``judge`` (a judge spec, see videosafety.judges.spec), write one report
-    over all runs into OUT, the DSR-against-budget plot (OUT/sweep-dsr.png) and OUT/sweep.json.
-    ``on_run`` is called after each point (e.g. to print its summary)."""
+    """Evaluate at every point into OUT/<point.name> (judging and the report over the points:
+    videosafety.pipeline.report_sweep)."""
     if not points:
         raise ValueError("a sweep needs at least one point")
     names = [p.name for p in points]
@@ -141,56 +130,8 @@ def run_sweep(
     result = SweepResult(out=out)
     for point in points:
         run_dir = out / point.name
-        model = load_model(point.budget)
-        summary = run_eval(model, manifest, run_dir, _with_budget(cfg, point.budget), flt, rank=rank, world=world,
-                           barrier=barrier, progress=progress,
-                           extra_run_info={**(extra_run_info or {}), "sweep": {"point": point.name,
-                                                                             "points": names}})
+        summary = run_eval(load_model(point.budget), manifest, run_dir, replace(cfg, budget=point.budget), selection,
+                           rank=rank, world=world, barrier=barrier, progress=progress,
+                           extra_run_info={**(extra_run_info or {}), "sweep": {"point": point.name, "points": names}})
         result.runs.append((point, run_dir, summary))
-        if on_run is not None and rank == 0:
-            on_run(point, run_dir, summary)
-    if rank != 0 or judge is None:
-        return result
-    result.report, result.plot, result.summary = report_sweep([d for _, d, _ in result.runs], out, judge=judge,
-                                                              judge_device=judge_device)
     return result
-
-
-def _with_budget(cfg: EvalConfig, budget: FrameBudget) -> EvalConfig:
-    from dataclasses import replace
-
-    return replace(cfg, budget=budget)
-
-
-def report_sweep(run_dirs: Sequence[Path], out: Path, *, judge: str = "rules",
-                 judge_device: str = "auto") -> tuple[dict[str, Path], Path | None, Path]:
-    """Judge the runs (cached verdicts are reused), then the report, the plot and sweep.json."""
-    from videosafety.judges.run import judge_run, judge_slug
-    from videosafety.judges.spec import load_judge
-    from videosafety.report import write_report
-    from videosafety.report.plots import dsr_vs_budget
-
-    j = load_judge(judge, device=judge_device, batch_size=16)
-    slug = None
-    for d in run_dirs:
-        s = judge_run(d, j, batch_size=64, progress=False)
-        slug = judge_slug(s.judge)
-    paths = write_report(list(run_dirs), out, judge=slug)
-    results = json.loads(Path(paths["results"]).read_text(encoding="utf-8"))
-    runs = results["runs"]
-    subset = next((s for s in ("HH", "harmful") if any(s in r["dsr"] for r in runs)), "HH")
-    png = dsr_vs_budget(runs, subset, "video")
-    plot = None
-    if png is not None:
-        plot = out / PLOT
-        plot.write_bytes(png)
-    table = []
-    for r in runs:
-        rate = ((r["dsr"].get(subset) or {}).get("video") or {}).get("all")
-        table.append({"run_dir": r["run_dir"], "model": r["model"], "budget": r["budget"],
-                      "budget_str": r["budget_str"], "subset": subset, "condition": "video", "dsr": rate,
-                      "judge": {"name": r["judge"]["name"], "version": r["judge"]["version"]}})
-    summary = out / SUMMARY
-    summary.write_text(json.dumps({"points": table, "plot": PLOT if plot else None}, indent=1) + "\n",
-                       encoding="utf-8")
-    return paths, plot, summary

@@ -46,6 +46,8 @@ class Verdict:
 class Judge(Protocol):
     name: str
     version: str
+    revision: str | None  # weights digest of a local judge; None where there is none (rules, servers)
+    needs_intention: bool  # whether its prompt shows the harmful intention (judge_run supplies it)
 
     def judge(self, items: Sequence[JudgeInput]) -> list[Verdict | Exception]:
         """One verdict per item, in order; an Exception where the judge could not be reached

@@ -21,16 +21,16 @@ row of responses.jsonl, in the same order:
   again).
 
 Beside it, ``<judge slug>.json`` holds the summary (``JudgeSummary``): judge name, version and
-revision, counts per label, coverage (judged / judgeable rows), unparsed count, and whether the
-harmful intentions were available (read from the manifest named in ``run.json``; when it cannot
-be read, judges see "none stated" and the summary says so).
+revision, counts per label, coverage (judged / judgeable rows), unparsed count, and where the
+harmful intentions came from (the response rows carry them; a run folder written before they
+did gets them from the manifest named in ``run.json``, and when that cannot be read judges see
+"none stated" and the summary says so). The files are evaluate.rundir's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -39,14 +39,10 @@ from itertools import islice
 from pathlib import Path
 
 from videosafety import tags
+from videosafety.evaluate.rundir import CACHE_FILE, ResponseRow, RunDir, VerdictRow, judge_slug
 from videosafety.judges.base import Judge, JudgeInput, Verdict
+from videosafety.store import open_store
 
-VERDICT_DIR = "verdicts"
-CACHE_FILE = "cache.sqlite"
-RESPONSES = "responses.jsonl"
-RUN_FILE = "run.json"
-COPIED = ("sample_id", "condition", "subset", "category", "subcategory", "language")
-VERDICT_FIELDS = ("label", "safe", "refusal", "helpfulness", "harm_score", "reason")
 NO_RESPONSE = "no response"
 COMMIT_SECONDS = 1.0
 
@@ -56,41 +52,28 @@ CREATE TABLE IF NOT EXISTS failures (key TEXT PRIMARY KEY, judge TEXT NOT NULL, 
 """
 
 
-# ------------------------------------------------------------------------------------ naming
-
-
-def judge_slug(name: str) -> str:
-    """A file name for a judge: "rules" stays "rules"; any name with other characters becomes a
-    readable slug plus 8 hex digits of its hash (two names never share a file)."""
-    slug = re.sub(r"[^a-z0-9._]+", "-", name.lower()).strip("-.")[:80] or "judge"
-    if slug == name:
-        return slug
-    return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-
-
 def verdict_path(run_dir: str | Path, judge_name: str) -> Path:
-    return Path(run_dir) / VERDICT_DIR / f"{judge_slug(judge_name)}.jsonl"
+    return RunDir(run_dir).verdict_file(judge_name)
 
 
 def summary_path(run_dir: str | Path, judge_name: str) -> Path:
-    return Path(run_dir) / VERDICT_DIR / f"{judge_slug(judge_name)}.json"
+    return RunDir(run_dir).judge_summary_file(judge_name)
 
 
 def read_verdicts(run_dir: str | Path, judge_name: str) -> Iterator[dict]:
-    """The rows of a judge's verdict file, streamed."""
-    with open(verdict_path(run_dir, judge_name), encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
+    """The rows of a judge's verdict file as dicts, streamed."""
+    return (v.model_dump() for v in RunDir(run_dir).iter_verdicts(judge_name))
 
 
 def verdict_key(judge: Judge, item: JudgeInput) -> str:
-    parts = (judge.name, judge.version, getattr(judge, "revision", None), item.sample_id, item.condition,
+    parts = (judge.name, judge.version, judge.revision, item.sample_id, item.condition,
              item.subset, item.subcategory, item.language, item.query, item.harmful_intention, item.response)
     # unit separators between fields, NUL for None: unambiguous for text without control characters
     payload = "\x1f".join("\x00" if x is None else str(x) for x in parts)
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+VERDICT_FIELDS = ("label", "safe", "refusal", "helpfulness", "harm_score", "reason")
 _VERDICT_NAMES = tuple(f.name for f in fields(Verdict))
 
 
@@ -106,8 +89,6 @@ class VerdictCache:
     """SQLite store of verdicts (one transaction per batch; WAL, like the response cache)."""
 
     def __init__(self, path: str | Path):
-        from videosafety.evaluate.cache import open_store
-
         self.path = Path(path)
         self.db = open_store(self.path, _SCHEMA)
 
@@ -150,60 +131,18 @@ class VerdictCache:
 # ------------------------------------------------------------------------------------ inputs
 
 
-def _read_rows(run_dir: Path) -> Iterator[dict]:
-    path = run_dir / RESPONSES
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
-            for k in ("sample_id", "condition", "subset"):
-                if k not in row:
-                    raise ValueError(f"{path}:{n}: missing field {k!r}")
-            yield row
-
-
 def _chunks(it, n: int) -> Iterator[list]:
     it = iter(it)
     while chunk := list(islice(it, n)):
         yield chunk
 
 
-def load_intentions(run_dir: str | Path) -> tuple[dict[str, str | None] | None, str]:
-    """(sample_id -> harmful_intention, where from) from the manifest named in run.json, streamed
-    once; (None, why not) when it cannot be read. Relative manifest paths are tried against the
-    working directory, then the run directory."""
-    from videosafety.data.manifest import iter_rows
-
-    run_dir = Path(run_dir)
-    try:
-        info = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        return None, f"run.json unreadable ({type(e).__name__}): harmful intentions not available"
-    manifest = info.get("manifest")
-    if not manifest:
-        return None, "run.json names no manifest: harmful intentions not available"
-    for cand in (Path(manifest), run_dir / manifest):
-        if cand.exists():
-            try:
-                out: dict[str, str | None] = {}
-                for _, item in iter_rows(cand):
-                    if not isinstance(item, list):
-                        out[item.id] = item.harmful_intention
-                return out, str(cand)
-            except (OSError, ValueError) as e:
-                return None, f"manifest {cand} unreadable ({e}): harmful intentions not available"
-    return None, f"manifest {manifest} not found: harmful intentions not available"
-
-
-def judge_input(row: dict, intentions: dict[str, str | None] | None) -> JudgeInput:
-    return JudgeInput(sample_id=row["sample_id"], condition=row["condition"], subset=row["subset"],
-                      subcategory=row.get("subcategory", ""), language=row.get("language", ""),
-                      query=row.get("prompt") or "", response=tags.user_facing(row["response"]),
-                      harmful_intention=None if intentions is None else intentions.get(row["sample_id"]))
+def judge_input(row: ResponseRow, *, with_intention: bool = True) -> JudgeInput:
+    """What a judge reads of a response row: the user-facing part of a tagged response."""
+    return JudgeInput(sample_id=row.sample_id, condition=row.condition, subset=row.subset,
+                      subcategory=row.subcategory, language=row.language, query=row.prompt,
+                      response=tags.user_facing(row.response),
+                      harmful_intention=row.harmful_intention if with_intention else None)
 
 
 # ------------------------------------------------------------------------------------ running
@@ -223,7 +162,7 @@ class JudgeSummary:
     no_response: int = 0  # rows whose generation failed
     unparsed: int = 0
     labels: dict[str, int] = field(default_factory=dict)
-    intentions: str | None = None  # the manifest the harmful intentions came from, or None
+    intentions: str | None = None  # the file the harmful intentions came from, or None
     notes: list[str] = field(default_factory=list)
     error_examples: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -244,43 +183,39 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
     its summary (see the module docstring); return the summary."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    run = Path(run_dir)
-    if not (run / RESPONSES).is_file():
-        raise FileNotFoundError(f"{run / RESPONSES}: no responses to judge (run `videosafety eval` first)")
+    run = RunDir(run_dir)
+    if not run.has_responses():
+        raise FileNotFoundError(f"{run.responses_file}: no responses to judge (run `videosafety eval` first)")
     t0 = time.perf_counter()
-    summary = JudgeSummary(judge=judge.name, judge_version=judge.version,
-                           judge_revision=getattr(judge, "revision", None))
-    intentions: dict[str, str | None] | None = None
-    if getattr(judge, "needs_intention", True):
-        intentions, where = load_intentions(run)
-        if intentions is None:
-            summary.notes.append(where)
-        else:
-            summary.intentions = where
-    else:
+    summary = JudgeSummary(judge=judge.name, judge_version=judge.version, judge_revision=judge.revision)
+    if not judge.needs_intention:
         summary.notes.append(f"{judge.name} does not read harmful intentions")
 
-    cache = VerdictCache(run / VERDICT_DIR / CACHE_FILE)
+    cache = VerdictCache(run.verdict_cache_file)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # only when a bar is shown
 
         bar = tqdm(desc=f"judge {judge.name}", unit="resp", dynamic_ncols=True, mininterval=1.0)
+    # One verdict key per response row (None: no response), computed once for judging and writing.
+    keys: list[str | None] = []
     try:
         pending: list[tuple[str, JudgeInput]] = []
         seen: set[str] = set()
         # Verdicts are committed at least every COMMIT_SECONDS (and at the end, and when the run is
         # interrupted by an exception): a killed run loses at most that much judging work, and a
         # fast judge does not pay one SQLite transaction per small batch.
-        buffered: tuple[list, list] = ([], [])
-        last_commit = [time.monotonic()]
+        done: list[tuple[str, dict]] = []
+        failed: list[tuple[str, str]] = []
+        last_commit = time.monotonic()
 
         def commit() -> None:
-            if buffered[0] or buffered[1]:
-                cache.put(judge.name, buffered[0], buffered[1])
-                buffered[0].clear()
-                buffered[1].clear()
-            last_commit[0] = time.monotonic()
+            nonlocal last_commit
+            if done or failed:
+                cache.put(judge.name, done, failed)
+                done.clear()
+                failed.clear()
+            last_commit = time.monotonic()
 
         def flush() -> None:
             if not pending:
@@ -288,42 +223,47 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
             batch = list(pending)
             pending.clear()
             try:
-                results = judge.judge([it for _, it in batch])
+                results = judge.judge([item for _, item in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"the judge returned {len(results)} verdicts for {len(batch)} items")
             except Exception as e:  # noqa: BLE001 - a judge that raises loses this batch only
                 results = [e] * len(batch)
-            done, failed = buffered
-            for (k, it), r in zip(batch, results):
-                if isinstance(r, Verdict):
-                    done.append((k, verdict_row(r)))
+            for (key, item), result in zip(batch, results):
+                if isinstance(result, Verdict):
+                    done.append((key, verdict_row(result)))
                     summary.newly_judged += 1
                 else:
-                    msg = f"{type(r).__name__}: {r}" if isinstance(r, BaseException) else f"not a verdict: {r!r}"
-                    failed.append((k, msg[:1000]))
+                    msg = (f"{type(result).__name__}: {result}" if isinstance(result, BaseException)
+                           else f"not a verdict: {result!r}")
+                    failed.append((key, msg[:1000]))
                     if len(summary.error_examples) < 20:
-                        summary.error_examples.append(f"{it.sample_id} [{it.condition}] {msg[:300]}")
-            if time.monotonic() - last_commit[0] >= COMMIT_SECONDS or len(done) + len(failed) >= 10_000:
+                        summary.error_examples.append(f"{item.sample_id} [{item.condition}] {msg[:300]}")
+            if time.monotonic() - last_commit >= COMMIT_SECONDS or len(done) + len(failed) >= 10_000:
                 commit()
             if bar is not None:
                 bar.update(len(batch))
 
         try:
-            for chunk in _chunks(_read_rows(run), 512):
-                todo = [(verdict_key(judge, it), it) for it in
-                        (judge_input(r, intentions) for r in chunk if isinstance(r.get("response"), str))]
-                keys = [k for k, _ in todo]
-                if force:
-                    fresh = [k for k in keys if k not in seen]  # duplicates within this call: judge once
-                    cache.forget(fresh)
-                    have = set()
-                else:
-                    have = cache.has(keys) if keys else set()
-                for k, it in todo:
-                    if k in have or k in seen:
+            for chunk in _chunks(run.iter_responses(), 512):
+                todo = []
+                for row in chunk:
+                    if row.response is None:
+                        keys.append(None)
                         continue
-                    seen.add(k)
-                    pending.append((k, it))
+                    item = judge_input(row, with_intention=judge.needs_intention)
+                    keys.append(verdict_key(judge, item))
+                    todo.append((keys[-1], item))
+                chunk_keys = [k for k, _ in todo]
+                if force:
+                    cache.forget([k for k in chunk_keys if k not in seen])  # duplicates in this call: judge once
+                    have: set[str] = set()
+                else:
+                    have = cache.has(chunk_keys) if chunk_keys else set()
+                for key, item in todo:
+                    if key in have or key in seen:
+                        continue
+                    seen.add(key)
+                    pending.append((key, item))
                     if len(pending) >= batch_size:
                         flush()
                 if bar is not None and have:
@@ -334,58 +274,68 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
         if bar is not None:
             bar.close()
             bar = None
-        _write_verdicts(run, judge, intentions, cache, summary)
+        if judge.needs_intention:
+            if run.intentions_note is not None:
+                summary.notes.append(run.intentions_note)
+            else:
+                summary.intentions = str(run.responses_file)
+        _write_verdicts(run, judge, keys, cache, summary)
     finally:
         if bar is not None:
             bar.close()
         cache.close()
     summary.seconds = round(time.perf_counter() - t0, 3)
     summary.cached = summary.judged - summary.newly_judged
-    summary_path(run, judge.name).write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False),
-                                             encoding="utf-8")
+    run.write_judge_summary(judge.name, summary.to_dict())
     return summary
 
 
-def _write_verdicts(run: Path, judge: Judge, intentions, cache: VerdictCache, summary: JudgeSummary) -> None:
-    out = verdict_path(run, judge.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+def _write_verdicts(run: RunDir, judge: Judge, keys: list[str | None], cache: VerdictCache,
+                    summary: JudgeSummary) -> None:
     labels: Counter = Counter()
-    empty = {k: None for k in VERDICT_FIELDS}
-    with open(tmp, "w", encoding="utf-8") as f:
-        for chunk in _chunks(_read_rows(run), 512):
-            keys: list[str | None] = [verdict_key(judge, judge_input(r, intentions))
-                                      if isinstance(r.get("response"), str) else None for r in chunk]
-            real = [k for k in keys if k is not None]
+
+    def rows() -> Iterator[VerdictRow]:
+        # the response rows again (streamed), with the keys of the judging pass, in order
+        for start, chunk in _numbered_chunks(run.iter_responses(), 512):
+            chunk_keys = keys[start:start + len(chunk)]
+            real = [k for k in chunk_keys if k is not None]
             found = cache.get(real) if real else {}
             failures = cache.failures([k for k in real if k not in found]) if real else {}
-            for r, k in zip(chunk, keys):
-                row = {c: r.get(c) for c in COPIED}
-                row.update(judge=judge.name, judge_version=judge.version)
+            for row, key in zip(chunk, chunk_keys):
                 summary.rows += 1
-                v = found.get(k) if k is not None else None
-                if k is None:
+                verdict = found.get(key) if key is not None else None
+                if key is None:
                     summary.no_response += 1
-                    row.update(judged=False, **empty, unjudged_reason=NO_RESPONSE)
-                elif v is None:
+                    outcome = {"judged": False, "unjudged_reason": NO_RESPONSE}
+                elif verdict is None:
                     summary.judgeable += 1
                     summary.not_reached += 1
-                    why = failures.get(k, "not judged yet")
-                    row.update(judged=False, **empty, unjudged_reason=f"judge not reached: {why}")
+                    outcome = {"judged": False,
+                               "unjudged_reason": f"judge not reached: {failures.get(key, 'not judged yet')}"}
                 else:
                     summary.judgeable += 1
                     summary.judged += 1
-                    labels[v["label"]] += 1
-                    row.update(judged=True, **{c: v.get(c) for c in VERDICT_FIELDS}, unjudged_reason=None)
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(out)
+                    labels[verdict["label"]] += 1
+                    outcome = {"judged": True, **{c: verdict.get(c) for c in VERDICT_FIELDS}}
+                yield VerdictRow(sample_id=row.sample_id, condition=row.condition, subset=row.subset,
+                                 category=row.category, subcategory=row.subcategory, language=row.language,
+                                 judge=judge.name, judge_version=judge.version,
+                                 **{"reason": None, **outcome})
+
+    summary.verdict_file = str(run.write_verdicts(judge.name, rows()))
     summary.labels = dict(sorted(labels.items()))
     summary.unparsed = labels.get("unparsed", 0)
-    summary.verdict_file = str(out)
     if summary.not_reached:
         summary.notes.append(f"{summary.not_reached} judgeable row(s) without a verdict (judge not reached): "
                              "run again to retry them")
 
 
+def _numbered_chunks(it, n: int) -> Iterator[tuple[int, list]]:
+    start = 0
+    for chunk in _chunks(it, n):
+        yield start, chunk
+        start += len(chunk)
+
+
 __all__ = ["judge_run", "JudgeSummary", "VerdictCache", "verdict_path", "summary_path", "read_verdicts",
-           "judge_slug", "verdict_key", "load_intentions", "judge_input"]
+           "judge_slug", "verdict_key", "judge_input"]

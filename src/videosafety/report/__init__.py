@@ -8,46 +8,38 @@ content warning.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from videosafety.report.results import DEFAULT_JUDGE, ReportError, choose_judge, compute_results, verdict_files
+from videosafety.evaluate.rundir import Results, report_paths, write_atomic
+from videosafety.report.html import render_html
+from videosafety.report.markdown import render_markdown
+from videosafety.report.results import DEFAULT_JUDGE, ReportError, choose_judge, collect, compute_results, verdict_files
+from videosafety.report.tables import build_sections
 
 MAX_RESPONSES = 200  # responses shown per model in report.html
 
-__all__ = ["DEFAULT_JUDGE", "MAX_RESPONSES", "ReportError", "choose_judge", "compute_results", "verdict_files",
-           "write_report"]
+__all__ = ["DEFAULT_JUDGE", "MAX_RESPONSES", "ReportError", "Results", "choose_judge", "compute_results",
+           "report_paths", "verdict_files", "write_report"]
 
 
 def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Path, judge: str | None = None,
-                 *, max_responses: int = MAX_RESPONSES) -> dict[str, Path]:
+                 *, max_responses: int = MAX_RESPONSES) -> Results:
     """Write results.json, report.md and report.html for one or many runs (one run directory per
-    model) into out_dir; returns {"results": ..., "markdown": ..., "html": ...} paths.
+    model) into out_dir (`report_paths(out_dir)` names the files); returns the results.
 
     judge: verdict file slug (RUN_DIR/verdicts/<slug>.jsonl) to report; default: the only one,
     or 'rules' when a run has several. max_responses: how many responses per model the HTML
     shows (spread over subset x condition, in file order)."""
-    from videosafety.report.html import render_html
-    from videosafety.report.markdown import render_markdown
-    from videosafety.report.results import _collect
-    from videosafety.report.tables import build_sections
-
-    results, internals = _collect(run_dirs, judge, max_examples=max_responses)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"results": out / "results.json", "markdown": out / "report.md", "html": out / "report.html"}
-    _write(paths["results"], json.dumps(results, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
-    _write(paths["markdown"], render_markdown(results, build_sections(results)))
+    results, internals = collect(run_dirs, judge, max_examples=max_responses)
+    paths = report_paths(out_dir)
+    paths["results"].parent.mkdir(parents=True, exist_ok=True)
+    results.write(paths["results"])
+    data = results.to_json()
+    sections = build_sections(data)
+    write_atomic(paths["markdown"], render_markdown(data, sections))
     examples = {r["label"]: {"rows": inner["examples"], "shown": len(inner["examples"]), "total": r["rows"],
                              "per_cell": inner["per_cell"], "judge": r["judge"]}
-                for r, inner in zip(results["runs"], internals)}
-    _write(paths["html"], render_html(results, build_sections(results), examples, max_responses))
-    return paths
-
-
-def _write(path: Path, text: str) -> None:
-    """Atomically: a report never stands half-written."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+                for r, inner in zip(data["runs"], internals)}
+    write_atomic(paths["html"], render_html(data, sections, examples, max_responses))
+    return results

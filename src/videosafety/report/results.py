@@ -29,20 +29,14 @@ from typing import Any
 import numpy as np
 
 from videosafety import __version__, taxonomy
+from videosafety.budget import FrameBudget
+from videosafety.evaluate.rundir import RESPONSES, ResponseRow, Results, RunDir, RunError, VerdictRow
 from videosafety.metrics import (
-    METRICS, MISSING_STATE, SAFE_STATE, UNSAFE_STATE, Mean, Rate, cohen_kappa, drop_bootstrap,
-    mean_of_replicates, raw_agreement,
+    EXCLUDED, METRICS, MISSING_STATE, SAFE_STATE, UNSAFE_STATE, Mean, RateCounter, cohen_kappa, drop_bootstrap,
+    mean_of_replicates, outcome_of, rate_question, raw_agreement,
 )
 
-try:  # a faster parser when present; the format is plain JSON lines either way
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover
-    _loads = json.loads
-
 SCHEMA_VERSION = 1
-RESPONSES = "responses.jsonl"
-RUN_FILE = "run.json"
-VERDICTS_DIR = "verdicts"
 DEFAULT_JUDGE = "rules"
 HARMFUL_POOL = "harmful"  # HH + SH + HB pooled
 N_RESAMPLES = 2000
@@ -53,11 +47,6 @@ CONFIDENCE = 0.95
 # blank -> video (the harmful visual content itself).
 DROP_PAIRS = (("text", "video"), ("text", "blank"), ("blank", "video"))
 
-# one rate cell: k, n, then the rows left out of n by reason
-_EXCLUDED = ("no_response", "unjudged", "unparsed", "undecided")
-_K, _N = 0, 1
-_X = {name: i + 2 for i, name in enumerate(_EXCLUDED)}
-
 
 class ReportError(ValueError):
     """A run directory that cannot be reported (names the file and what is wrong)."""
@@ -67,15 +56,15 @@ class ReportError(ValueError):
 
 def verdict_files(run_dir: str | Path) -> dict[str, Path]:
     """slug -> verdict file of a run, sorted by slug."""
-    d = Path(run_dir) / VERDICTS_DIR
-    return {p.stem: p for p in sorted(d.glob("*.jsonl"))} if d.is_dir() else {}
+    return RunDir(run_dir).verdict_files()
 
 
 def choose_judge(run_dir: str | Path, judge: str | None = None) -> str:
     """The slug of the verdict file to report: `judge` when given, else the only file, else
     'rules' when there are several. Raises ReportError naming the files otherwise."""
-    files = verdict_files(run_dir)
-    where = Path(run_dir) / VERDICTS_DIR
+    run = RunDir(run_dir)
+    files = run.verdict_files()
+    where = run.verdicts_dir
     if not files:
         raise ReportError(f"{where}: no verdict files (*.jsonl); judge the run first (videosafety judge)")
     if judge is not None:
@@ -90,58 +79,45 @@ def choose_judge(run_dir: str | Path, judge: str | None = None) -> str:
                       "name one with judge=...")
 
 
-def _iter_jsonl(path: Path) -> Iterator[dict]:
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield _loads(line)
-            except ValueError as e:
-                raise ReportError(f"{path}:{lineno}: not JSON ({e})") from None
-
-
 class _VerdictStream:
     """Verdict rows aligned with response rows. Files are written in the responses' order, so
     rows are read in lockstep; on the first row whose (sample_id, condition) differs, the rest
     of the file is indexed by key instead (and a warning says so)."""
 
-    def __init__(self, slug: str, path: Path, warnings: list[str]):
-        self.slug, self.path, self.warnings = slug, path, warnings
-        self._it = _iter_jsonl(path)
-        self._index: dict[tuple[str, str], dict] | None = None
+    def __init__(self, run: RunDir, slug: str, warnings: list[str]):
+        self.run, self.slug, self.warnings = run, slug, warnings
+        self.path = run.verdicts_dir / f"{slug}.jsonl"
+        self._rows = run.iter_verdicts(slug)
+        self._index: dict[tuple[str, str], VerdictRow] | None = None
         self._short = False
 
-    def get(self, sample_id: str, condition: str) -> dict | None:
+    def get(self, sample_id: str, condition: str) -> VerdictRow | None:
         if self._index is None:
-            row = next(self._it, None)
+            row = next(self._rows, None)
             if row is None:
                 if not self._short:
                     self._short = True
                     self.warnings.append(f"{self.path}: fewer rows than {RESPONSES}; the rest counts as unjudged")
                 return None
-            if row.get("sample_id") == sample_id and row.get("condition") == condition:
+            if row.sample_id == sample_id and row.condition == condition:
                 return row
             self.warnings.append(f"{self.path}: rows not in {RESPONSES} order (first at sample "
-                                 f"{row.get('sample_id')!r}, condition {row.get('condition')!r}); matched by "
+                                 f"{row.sample_id!r}, condition {row.condition!r}); matched by "
                                  "(sample_id, condition) instead")
-            self._it.close()
-            self._index = {(r.get("sample_id"), r.get("condition")): r
-                           for r in _iter_jsonl(self.path)}
+            self._rows.close()
+            self._index = {(r.sample_id, r.condition): r for r in self.run.iter_verdicts(self.slug)}
         return self._index.get((sample_id, condition))
 
     def finish(self) -> None:
-        if self._index is None and next(self._it, None) is not None:
+        if self._index is None and next(self._rows, None) is not None:
             self.warnings.append(f"{self.path}: more rows than {RESPONSES}; the extra rows are ignored")
-        self._it.close()
+        self._rows.close()
 
 
 def _budget_str(budget: dict | None) -> str:
     if not budget:
         return "unknown"
     try:
-        from videosafety.budget import FrameBudget
-
         return FrameBudget(**budget).describe()
     except Exception:  # a budget written by another version: show it raw
         return json.dumps(budget, sort_keys=True)
@@ -151,11 +127,11 @@ def _round(x: float | None, nd: int = 6) -> float | None:
     return None if x is None else round(float(x), nd) + 0.0  # + 0.0: no "-0.0" in reports
 
 
-def _rate_dict(cell: list[int]) -> dict:
-    r = Rate(cell[_K], cell[_N])
+def _rate_dict(counter: RateCounter) -> dict:
+    r = counter.rate(EXCLUDED)
     ci = r.ci
     return {"value": _round(r.value), "k": r.k, "n": r.n, "ci": [_round(ci[0]), _round(ci[1])] if ci else None,
-            **{name: cell[_X[name]] for name in _EXCLUDED}}
+            **r.excluded}
 
 
 def _mean_dict(m: Mean) -> dict:
@@ -179,7 +155,7 @@ class _RunAccumulator:
     """Counts for one run, filled one row at a time."""
 
     def __init__(self, max_examples: int, conditions: Sequence[str]):
-        self.rates: dict[tuple, list[int]] = {}  # (metric, subset, condition, dim, value) -> cell
+        self.rates: dict[tuple, RateCounter] = {}  # (metric, subset, condition, dim, value) -> counter
         self.help: dict[tuple[str, str], list[float]] = {}  # (subset, condition) -> [n, sum, sumsq]
         self.coverage: dict[str, Counter] = {}  # condition -> counts
         self.judges: Counter = Counter()  # (judge, version) of judged rows
@@ -191,175 +167,140 @@ class _RunAccumulator:
         self.attacks_seen = False  # any row from an attacked variant (data.augment)
         self.peers_seen = False  # any row from a converted peer benchmark (data.peers)
         self.max_examples = max_examples
-        per_cell = max(1, -(-max_examples // max(1, len(taxonomy.SUBSETS) * max(1, len(conditions)))))
-        self.per_cell = per_cell
+        self.per_cell = max(1, -(-max_examples // max(1, len(taxonomy.SUBSETS) * max(1, len(conditions)))))
         self.examples: list[dict] = []
         self.example_cells: Counter = Counter()
 
-    def _cell(self, key: tuple) -> list[int]:
-        cell = self.rates.get(key)
-        if cell is None:
-            cell = self.rates[key] = [0] * (2 + len(_EXCLUDED))
-        return cell
+    def _counter(self, key: tuple) -> RateCounter:
+        counter = self.rates.get(key)
+        if counter is None:
+            counter = self.rates[key] = RateCounter()
+        return counter
 
-    def add(self, resp: dict, verdict: dict | None, others: dict[str, dict | None]) -> None:
+    def add(self, resp: ResponseRow, verdict: VerdictRow | None, others: dict[str, VerdictRow | None]) -> None:
         self.rows += 1
-        subset = resp.get("subset")
-        cond = resp.get("condition")
-        cat = resp.get("category")
-        sub = resp.get("subcategory")
-        lang = resp.get("language")
-        attack = resp.get("attack") or "none"
-        if attack != "none":
-            self.attacks_seen = True
-        peer = resp.get("peer")
-        if peer:
-            self.peers_seen = True
-        has_response = resp.get("error") is None and resp.get("response") is not None
-        cov = self.coverage.get(cond)
-        if cov is None:
-            cov = self.coverage[cond] = Counter()
-        cov["rows"] += 1
+        subset, cond = resp.subset, resp.condition
+        attack = resp.attack or "none"
+        self.attacks_seen |= attack != "none"
+        self.peers_seen |= bool(resp.peer)
+        coverage = self.coverage.get(cond)
+        if coverage is None:
+            coverage = self.coverage[cond] = Counter()
+        coverage["rows"] += 1
 
-        # how this row counts
-        if not has_response:
-            outcome = "no_response"
-        elif verdict is None or verdict.get("judged") is False or verdict.get("label") is None:
-            outcome = "unjudged"
-        elif verdict.get("label") == "unparsed":
-            outcome = "unparsed"
-        else:
-            outcome = "ok"
-        if has_response:
-            cov["judgeable"] += 1
+        outcome = outcome_of(verdict, has_response=resp.has_response)
+        if resp.has_response:
+            coverage["judgeable"] += 1
         if outcome in ("ok", "unparsed"):
-            cov["judged"] += 1
-            self.judges[(verdict.get("judge"), verdict.get("judge_version"))] += 1
+            coverage["judged"] += 1
+            self.judges[(verdict.judge, verdict.judge_version)] += 1
         if outcome != "ok":
-            cov[outcome] += 1
+            coverage[outcome] += 1
 
-        if subset in taxonomy.HARMFUL_REQUEST_SUBSETS:
-            metric, field = "dsr", "safe"
-        elif subset == "SafeQ":
-            metric, field = "frr", "refusal"
-        else:
-            metric = field = None
-        value = None
-        if metric is not None:
-            if outcome == "ok":
-                value = verdict.get(field)
-                if value is None:
-                    outcome = "undecided"
-            keys = [(subset,)] + ([(HARMFUL_POOL,)] if metric == "dsr" else [])
-            dims = (("all", ""), ("category", cat), ("subcategory", sub), ("language", lang),
-                    ("category_language", (cat, lang)), ("attack", attack))
-            if peer:  # the peer's own subset names (data.peers), kept per peer
-                dims += (("peer_subset", (peer, resp.get("peer_subset") or "")),)
-            for (sk,) in keys:
-                for dim, dv in dims:
-                    cell = self._cell((metric, sk, cond, dim, dv))
-                    if outcome == "ok":
-                        cell[_N] += 1
-                        if value:
-                            cell[_K] += 1
-                    else:
-                        cell[_X[outcome]] += 1
+        question = rate_question(subset)
+        value = getattr(verdict, question[1]) if question is not None and outcome == "ok" else None
+        if question is not None and outcome == "ok" and value is None:
+            outcome = "undecided"  # judged, but no call on what this subset's rate counts
+        if question is not None:
+            metric = question[0]
+            subset_keys = (subset, HARMFUL_POOL) if metric == "dsr" else (subset,)
+            dims = (("all", ""), ("category", resp.category), ("subcategory", resp.subcategory),
+                    ("language", resp.language), ("category_language", (resp.category, resp.language)),
+                    ("attack", attack))
+            if resp.peer:  # the peer's own subset names (data.peers), kept per peer
+                dims += (("peer_subset", (resp.peer, resp.peer_subset or "")),)
+            for subset_key in subset_keys:
+                for dim, dim_value in dims:
+                    self._counter((metric, subset_key, cond, dim, dim_value)).add(outcome, value)
             if metric == "dsr":
-                sid = resp.get("sample_id")
-                idx = self.sample_index.get(sid)
-                if idx is None:
-                    idx = self.sample_index[sid] = len(self.sample_subset)
-                    self.sample_subset.append(subset)
-                    for states in self.states.values():
-                        states.append(MISSING_STATE)
-                states = self.states.get(cond)
-                if states is None:
-                    states = self.states[cond] = [MISSING_STATE] * len(self.sample_subset)
-                states[idx] = MISSING_STATE if outcome != "ok" else (SAFE_STATE if value else UNSAFE_STATE)
+                self._pair_state(resp.sample_id, subset, cond, outcome, value)
 
-        if outcome == "ok" and verdict.get("helpfulness") is not None:
-            h = self.help.get((subset, cond))
-            if h is None:
-                h = self.help[(subset, cond)] = [0, 0.0, 0.0]
-            x = float(verdict["helpfulness"])
-            h[0] += 1
-            h[1] += x
-            h[2] += x * x
+        if outcome == "ok" and verdict.helpfulness is not None:
+            sums = self.help.get((subset, cond))
+            if sums is None:
+                sums = self.help[(subset, cond)] = [0, 0.0, 0.0]
+            x = float(verdict.helpfulness)
+            sums[0] += 1
+            sums[1] += x
+            sums[2] += x * x
 
         if others:
             self._agree(subset, verdict if outcome == "ok" else None, others)
 
         if len(self.examples) < self.max_examples and self.example_cells[(subset, cond)] < self.per_cell:
             self.example_cells[(subset, cond)] += 1
-            v = verdict or {}
             self.examples.append({
-                "sample_id": resp.get("sample_id"), "condition": cond, "subset": subset, "category": cat,
-                "subcategory": sub, "language": lang, "prompt": resp.get("prompt"),
-                "response": resp.get("response"), "error": resp.get("error"), "outcome": outcome,
-                "label": v.get("label"), "safe": v.get("safe"), "refusal": v.get("refusal"),
-                "helpfulness": v.get("helpfulness"), "reason": v.get("reason") or "",
+                "sample_id": resp.sample_id, "condition": cond, "subset": subset, "category": resp.category,
+                "subcategory": resp.subcategory, "language": resp.language, "prompt": resp.prompt,
+                "response": resp.response, "error": resp.error, "outcome": outcome,
+                "label": verdict.label if verdict else None, "safe": verdict.safe if verdict else None,
+                "refusal": verdict.refusal if verdict else None,
+                "helpfulness": verdict.helpfulness if verdict else None,
+                "reason": (verdict.reason if verdict else None) or "",
             })
 
-    def _agree(self, subset: str, primary: dict | None, others: dict[str, dict | None]) -> None:
+    def _pair_state(self, sample_id: str, subset: str, cond: str, outcome: str, value) -> None:
+        """The sample's state in this condition, for the paired drop intervals."""
+        idx = self.sample_index.get(sample_id)
+        if idx is None:
+            idx = self.sample_index[sample_id] = len(self.sample_subset)
+            self.sample_subset.append(subset)
+            for states in self.states.values():
+                states.append(MISSING_STATE)
+        states = self.states.get(cond)
+        if states is None:
+            states = self.states[cond] = [MISSING_STATE] * len(self.sample_subset)
+        states[idx] = MISSING_STATE if outcome != "ok" else (SAFE_STATE if value else UNSAFE_STATE)
+
+    def _agree(self, subset: str, primary: VerdictRow | None, others: dict[str, VerdictRow | None]) -> None:
         """Confusion tables between every two verdict files, over rows both judged and parsed."""
         rows = dict(others)
         rows["\0primary"] = primary
-        usable = {k: v for k, v in rows.items()
-                  if v is not None and v.get("judged") is not False and v.get("label") not in (None, "unparsed")}
+        usable = {k: v for k, v in rows.items() if v is not None and outcome_of(v) == "ok"}
         for a, b in combinations(sorted(usable), 2):
             va, vb = usable[a], usable[b]
             tables = self.agreement.get((a, b))
             if tables is None:
                 tables = self.agreement[(a, b)] = {"label": Counter(), "safe": Counter(), "refusal": Counter()}
-            tables["label"][(va["label"], vb["label"])] += 1
-            if subset in taxonomy.HARMFUL_REQUEST_SUBSETS and va.get("safe") is not None and vb.get("safe") is not None:
-                tables["safe"][(bool(va["safe"]), bool(vb["safe"]))] += 1
-            if subset == "SafeQ" and va.get("refusal") is not None and vb.get("refusal") is not None:
-                tables["refusal"][(bool(va["refusal"]), bool(vb["refusal"]))] += 1
-
-
-def _read_run_json(run_dir: Path) -> dict:
-    p = run_dir / RUN_FILE
-    if not p.is_file():
-        return {}
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{p}: not JSON ({e})") from None
+            tables["label"][(va.label, vb.label)] += 1
+            question = rate_question(subset)
+            if question is not None:
+                x, y = getattr(va, question[1]), getattr(vb, question[1])
+                if x is not None and y is not None:
+                    tables[question[1]][(bool(x), bool(y))] += 1
 
 
 def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[dict, dict]:
     """(results of one run, internals: examples and bootstrap replicates)."""
-    run_dir = Path(run_dir)
-    responses = run_dir / RESPONSES
-    if not responses.is_file():
+    run = RunDir(run_dir)
+    run_dir = run.path
+    responses = run.responses_file
+    if not run.has_responses():
         raise ReportError(f"{responses}: missing (is {run_dir} an evaluation run directory?)")
-    info = _read_run_json(run_dir)
-    slug = choose_judge(run_dir, judge)
-    files = verdict_files(run_dir)
-    warnings: list[str] = []
-    primary = _VerdictStream(slug, files[slug], warnings)
-    others = {s: _VerdictStream(s, p, warnings) for s, p in files.items() if s != slug}
-    conditions_cfg = info.get("conditions") or list(taxonomy.CONDITIONS)
-    acc = _RunAccumulator(max_examples, conditions_cfg)
-    first: dict | None = None
-    budgets: set[str] = set()
-    for lineno, resp in enumerate(_iter_jsonl(responses), 1):
-        sid, cond = resp.get("sample_id"), resp.get("condition")
-        if sid is None or cond is None:
-            raise ReportError(f"{responses}:{lineno}: row without sample_id or condition")
-        if first is None:
-            first = resp
-        b = resp.get("budget")
-        if b is not None and len(budgets) < 4:
-            budgets.add(json.dumps(b, sort_keys=True))
-        acc.add(resp, primary.get(sid, cond), {s: o.get(sid, cond) for s, o in others.items()} if others else {})
-    for stream in (primary, *others.values()):
-        stream.finish()
-    if acc.rows == 0:
+    try:
+        info = run.read_info()
+        slug = choose_judge(run_dir, judge)
+        files = run.verdict_files()
+        warnings: list[str] = []
+        primary = _VerdictStream(run, slug, warnings)
+        others = {s: _VerdictStream(run, s, warnings) for s in files if s != slug}
+        acc = _RunAccumulator(max_examples, (info.conditions if info else None) or list(taxonomy.CONDITIONS))
+        first: ResponseRow | None = None
+        budgets: set[str] = set()
+        for resp in run.iter_responses(with_intentions=False):
+            sid, cond = resp.sample_id, resp.condition
+            if first is None:
+                first = resp
+            if resp.budget is not None and len(budgets) < 4:
+                budgets.add(json.dumps(resp.budget, sort_keys=True))
+            acc.add(resp, primary.get(sid, cond), {s: o.get(sid, cond) for s, o in others.items()} if others else {})
+        for stream in (primary, *others.values()):
+            stream.finish()
+    except RunError as e:  # names the file, line and field
+        raise ReportError(str(e)) from None
+    if first is None:
         raise ReportError(f"{responses}: no rows")
-    first = first or {}
-    budget = info.get("budget") or first.get("budget")
+    budget = (info.budget if info else None) or first.budget
     if len(budgets) > 1:
         warnings.append(f"{responses}: rows carry {len(budgets)} different frame budgets")
 
@@ -475,15 +416,15 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
     if others and not agreement:
         agreement = [{"judges": [slug, s], "label": {"n": 0}} for s in others]
 
-    model = info.get("model") or first.get("model") or run_dir.name
+    model = (info.model if info else None) or first.model or run_dir.name
     result = {
         "run_dir": str(run_dir), "model": model,
-        "model_revision": info.get("model_revision") or first.get("model_revision"),
+        "model_revision": (info.model_revision if info else None) or first.model_revision,
         "budget": budget, "budget_str": _budget_str(budget),
-        "generation": info.get("generation") or first.get("generation"),
-        "prompt_version": info.get("prompt_version") or first.get("prompt_version"),
-        "manifest": info.get("manifest"), "status": info.get("status"),
-        "versions": info.get("versions"),
+        "generation": (info.generation if info else None) or first.generation,
+        "prompt_version": (info.prompt_version if info else None) or first.prompt_version,
+        "manifest": info.manifest if info else None, "status": info.status if info else None,
+        "versions": info.versions if info else None,
         "judge": judge_info, "conditions": present_conds, "rows": acc.rows,
         "coverage": coverage, "dsr": dsr, "frr": frr, "helpfulness": helpfulness,
         "drop": drops, "blank_control": blank_control, "agreement": agreement, "warnings": warnings,
@@ -565,8 +506,9 @@ def _comparison(runs: list[dict], internals: list[dict]) -> dict:
             "notes": notes}
 
 
-def _collect(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = None,
-             max_examples: int = 200) -> tuple[dict, list[dict]]:
+def collect(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = None,
+            max_examples: int = 200) -> tuple[Results, list[dict]]:
+    """(results, per run: the examples the HTML shows and the drops' bootstrap replicates)."""
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
     if not run_dirs:
@@ -596,12 +538,12 @@ def _collect(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = No
         "runs": runs,
         "comparison": _comparison(runs, internals),
     }
-    return results, internals
+    return Results.model_validate(results), internals
 
 
-def compute_results(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = None) -> dict:
-    """All figures of one or many runs (one run directory per model) as a JSON-ready dict.
+def compute_results(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = None) -> Results:
+    """All figures of one or many runs (one run directory per model).
 
     judge: the verdict file slug to report (RUN_DIR/verdicts/<slug>.jsonl); default: the only
     one, or 'rules' when a run has several. See the module docstring for the intervals."""
-    return _collect(run_dirs, judge, max_examples=0)[0]
+    return collect(run_dirs, judge, max_examples=0)[0]
