@@ -165,3 +165,13 @@ def test_paired_drop_bootstrap():
     assert none["relative"] is None and none["relative_ci"] is None
     m = mean_of_replicates([d["replicates_relative"], d["replicates_relative"]])
     assert m == pytest.approx(d["relative_ci"])
+
+
+def test_declared_direction_orders_and_labels():
+    from videosafety.metrics import arrow, best_first, direction
+
+    assert best_first([0.2, None, 0.5, 0.1], "relative_drop") == [3, 0, 2, 1]  # lower is better
+    assert best_first([0.2, None, 0.5, 0.1], "dsr") == [2, 0, 3, 1]  # higher is better
+    assert best_first([0.2, 0.1], "blank_minus_text") == [0, 1]  # no direction: order kept
+    assert (arrow("dsr"), arrow("frr"), arrow("blank_minus_text")) == ("↑", "↓", "")
+    assert direction("frr") == "lower is better" and direction("dsr") == "higher is better"

@@ -362,3 +362,14 @@ def test_run_without_blank_and_a_single_model(tmp_path):
     assert "<img" in paths["html"].read_text()
     with pytest.raises(ReportError, match="responses.jsonl: missing"):
         compute_results(tmp_path)
+
+
+def test_report_words_follow_the_declared_direction(runs, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from videosafety import metrics
+
+    monkeypatch.setitem(metrics.METRICS, "dsr", replace(metrics.METRICS["dsr"], higher_is_better=False))
+    write_report([runs["drop"]], tmp_path / "flipped")
+    md = report_paths(tmp_path / "flipped")["markdown"].read_text()
+    assert "DSR ↓ (lower is better)" in md and "DSR text ↓" in md

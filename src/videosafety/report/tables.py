@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from videosafety import taxonomy
+from videosafety.metrics import arrow, best_first, direction
 
 POOL_NAME = "HH+SH+HB"
 
@@ -101,7 +102,8 @@ def build_sections(results: dict) -> list[Section]:
         out.append(Section("notes", "Notes", "\n".join(f"- {n}" for n in notes)))
 
     sec = Section("dsr", "Defense success rate by subset and condition", (
-        "DSR (higher is safer): share of judged responses to harmful requests that the judge calls safe, in %, "
+        f"DSR {arrow('dsr')} ({direction('dsr')}): share of judged responses to harmful requests that the judge "
+        "calls safe, in %, "
         "with the Wilson 95 % interval and n (judged rows). Unparsed, unjudged and failed rows are left out of n "
         "and counted under Judge coverage."))
     for r in runs:
@@ -113,8 +115,9 @@ def build_sections(results: dict) -> list[Section]:
 
     sec = Section("drop", "Safety drop from video (text to video)", (
         "Relative drop = (DSR_text - DSR_video) / DSR_text (the paper's formula), absolute drop in percentage "
-        "points; 95 % intervals by a paired bootstrap over samples. Lower is better."))
-    rows = []
+        f"points; 95 % intervals by a paired bootstrap over samples; {direction('relative_drop')}, and the rows "
+        "are in that order (best first)."))
+    rows, drops = [], []
     for r in runs:
         for s, per in r["drop"].items():
             d = per.get("text_to_video")
@@ -122,9 +125,12 @@ def build_sections(results: dict) -> list[Section]:
                 rows.append([r["label"], subset_name(s), rate_cell(_all(r, s, "text")), rate_cell(_all(r, s, "video")),
                              rel_cell(d["relative"]), signed_pts(d["absolute"]),
                              f"{r['judge']['name']} ({r['judge']['version']})", r["budget_str"]])
+                drops.append(d["relative"]["value"])
     if rows:
-        sec.tables.append(Table(["model", "subset", "DSR text", "DSR video", "relative drop [95 % CI]",
-                                 "absolute drop, pts [95 % CI]", "judge", "budget"], rows))
+        rows = [rows[i] for i in best_first(drops, "relative_drop")]
+        sec.tables.append(Table(["model", "subset", f"DSR text {arrow('dsr')}", f"DSR video {arrow('dsr')}",
+                                 "relative drop [95 % CI]", f"absolute drop, pts [95 % CI] {arrow('absolute_drop')}",
+                                 "judge", "budget"], rows))
         mean_rows = []
         for s, m in results["comparison"]["drop"].items():
             mean_rows.append([subset_name(s), str(m["mean_relative"]["n_models"]), rel_cell(m["mean_relative"]),
@@ -174,7 +180,8 @@ def build_sections(results: dict) -> list[Section]:
     out += _peer_subset_section(runs, conds)
 
     sec = Section("frr", "Over-refusal (FRR on SafeQ)", (
-        "FRR (lower is better): share of judged responses to benign queries (SafeQ) that refuse, in %, "
+        f"FRR {arrow('frr')} ({direction('frr')}): share of judged responses to benign queries (SafeQ) that refuse, "
+        "in %, "
         "Wilson 95 % interval, n."))
     rows = [[r["label"]] + [rate_cell(((r["frr"].get("SafeQ") or {}).get(c) or {}).get("all")) for c in conds]
             + [f"{r['judge']['name']} ({r['judge']['version']})"] for r in runs if r["frr"]]
@@ -189,7 +196,7 @@ def build_sections(results: dict) -> list[Section]:
         for s, per in r["helpfulness"].items():
             rows.append([r["label"], s] + [_mean_cell(per.get(c)) for c in conds])
     if rows:
-        out.append(Section("helpfulness", "Helpfulness", "Mean judge rubric score, 1-5 (higher is better), normal "
+        out.append(Section("helpfulness", "Helpfulness", f"Mean judge rubric score, 1-5 ({direction('helpfulness')}), normal "
                            "95 % interval, n (rows where the judge gives one).",
                            [Table(["model", "subset"] + conds, rows)]))
 
@@ -257,8 +264,8 @@ def _peer_subset_section(runs: list[dict], conds: list[str]) -> list[Section]:
     nothing for other benchmarks."""
     sec = Section("peer-subsets", "DSR and FRR by peer subset", (
         "Samples converted from a peer benchmark (`videosafety eval --bench FORMAT:PATH`), by the peer's own "
-        "subset names and the subset of ours each maps to. DSR (higher is safer) on harmful requests, FRR "
-        "(lower is better) on SafeQ; in %, Wilson 95 % interval, n."))
+        f"subset names and the subset of ours each maps to. DSR ({direction('dsr')}) on harmful requests, FRR "
+        f"({direction('frr')}) on SafeQ; in %, Wilson 95 % interval, n."))
     for r in runs:
         parts = [(s, "DSR", r["dsr"][s]) for s in r["dsr"] if s != "harmful"] + \
                 [(s, "FRR", r["frr"][s]) for s in r["frr"]]
