@@ -23,6 +23,17 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    return tuple(x.strip() for x in value.split(",") if x.strip()) if value else None
+
+
+def _fail(message: object, code: int = 2) -> typer.Exit:
+    from rich.markup import escape
+
+    err_console.print(f"[red]error:[/red] {escape(str(message))}", highlight=False)
+    return typer.Exit(code)
+
+
 @app.command()
 def version() -> None:
     """Print the package version."""
@@ -66,65 +77,28 @@ def bench_build(
 ) -> None:
     """Build a benchmark from real videos, stage by stage (resumable; each stage's output is its cache).
     Stages: ingest, static, label, queries, translate, pair (the benchmark folder OUT/dataset)."""
-    from videosafety.data.construct import IngestSettings, StaticSettings, ingest, static_filter
+    from videosafety.data.construct.build import BuildRequest, build
     from videosafety.data.manifest import ManifestError
 
-    todo = _csv(stages) or ()
-    available = ("ingest", "static", "label", "queries", "translate", "pair")
-    unknown = [x for x in todo if x not in available]
-    if unknown:
-        err_console.print(f"[red]error:[/red] unknown stage(s) {unknown}; available: {', '.join(available)}")
-        raise typer.Exit(2)
-    if "label" in todo and not labeller:
-        err_console.print("[red]error:[/red] stage label needs at least one --labeller")
-        raise typer.Exit(2)
-    langs = list(_csv(languages) or taxonomy.LANGUAGES)
-    if "translate" in todo and not translator and langs != ["en"]:
-        err_console.print("[red]error:[/red] stage translate needs --translator (or --languages en)")
-        raise typer.Exit(2)
+    def show(done) -> None:
+        console.print(f"{done.stage}: {done.line}", markup=False, highlight=False)
+        if done.stage == "pair":
+            console.print("validation: " + ("clean" if not done.problems else f"{len(done.problems)} problem(s)"))
+            for problem in done.problems[:20]:
+                err_console.print(f"  {problem}", markup=False)
+
+    request = BuildRequest(videos=videos, metadata=metadata, out=out, stages=_csv(stages) or (),
+                           static_model=static_model, static_threshold=static_threshold,
+                           near_duplicate_bits=near_duplicate_bits, labellers=tuple(labeller),
+                           min_agreement=min_agreement, paraphraser=paraphraser, translator=translator,
+                           languages=_csv(languages) or tuple(taxonomy.LANGUAGES), quota=quota, eval_share=eval_share,
+                           workers=workers or None)
     try:
-        if "ingest" in todo:
-            s = ingest(videos, metadata, out, IngestSettings(near_duplicate_bits=near_duplicate_bits),
-                       workers=workers or None)
-            console.print(f"ingest: {s.kept}/{s.listed} kept, rejected {s.rejected or 0}, {s.examined} examined "
-                          f"-> {s.output}")
-        if "static" in todo:
-            st = static_filter(videos, out, StaticSettings(threshold=static_threshold, model=static_model),
-                               workers=workers or None)
-            console.print(f"static: {st.kept}/{st.candidates} kept, {st.static} near-static, {st.errors} unreadable, "
-                          f"{st.scored} scored -> {st.output}")
-        if "label" in todo:
-            from videosafety.data.construct.label import LabelSettings, label_videos
-
-            lb = label_videos(videos, out, LabelSettings(labellers=labeller, min_agreement=min_agreement))
-            console.print(f"label: {lb.harmful} harmful, {lb.safe} safe, {lb.flagged} flagged for review "
-                          f"(`videosafety bench review {out} --export sheet.csv`), {lb.labelled} asked -> {lb.output}")
-        if "queries" in todo:
-            from videosafety.data.construct.queries import QuerySettings, make_queries
-
-            qs = make_queries(out, QuerySettings(paraphraser=paraphraser))
-            console.print(f"queries: {qs.queries} for {qs.videos} video(s), {qs.paraphrased} paraphrased, "
-                          f"{qs.rejected} paraphrase(s) rejected, {qs.drafted} drafted -> {qs.output}")
-        if "translate" in todo:
-            from videosafety.data.construct.translate import TranslateSettings, translate_queries
-
-            tr = translate_queries(out, TranslateSettings(translator=translator, languages=langs))
-            console.print(f"translate: {tr.accepted} accepted, {tr.rejected} rejected, {tr.asked} asked "
-                          f"-> {tr.output}")
-        if "pair" in todo:
-            from videosafety.data.construct.pair import PairSettings, pair
-
-            pr = pair(videos, out, PairSettings(quota=quota, eval_share=eval_share))
-            console.print(f"pair: {pr.samples} samples of {pr.candidates} candidates, {pr.splits['train']} train, "
-                          f"{pr.splits['eval']} eval, {pr.components} component(s) -> {pr.output}")
-            console.print("validation: " + ("clean" if not pr.problems else f"{len(pr.problems)} problem(s)"))
-            for problem in pr.problems[:20]:
-                err_console.print(f"  {problem}")
-            if pr.problems:
-                raise typer.Exit(1)
+        stages_done = build(request, on_stage=show)
     except (ManifestError, FileNotFoundError, ValueError) as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise _fail(e)
+    if any(done.problems for done in stages_done):
+        raise typer.Exit(1)
 
 
 @bench_app.command("review")
@@ -146,8 +120,7 @@ def bench_review(
         else:
             console.print(f"{import_review(out, import_)} decision(s) applied to {out / 'label.jsonl'}")
     except (ManifestError, FileNotFoundError) as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise _fail(e)
 
 
 @bench_app.command("validate")
@@ -164,8 +137,7 @@ def bench_validate(
     try:
         report = validate_manifest(path, check_videos=videos, decode=decode, hash_files=hash_files)
     except FileNotFoundError as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise _fail(e)
     for p in report.problems:
         if as_json:
             print(json.dumps({"file": p.file, "line": p.line, "field": p.field, "message": p.message}, ensure_ascii=False))
@@ -194,8 +166,7 @@ def bench_info(
     try:
         stats = manifest_stats(s for s in iter_samples(path) if split is None or s.split == split)
     except (ManifestError, FileNotFoundError) as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise _fail(e)
     if as_json:
         print(json.dumps(stats.as_dict(), indent=2, ensure_ascii=False))
     else:
@@ -218,8 +189,7 @@ def bench_convert(
         else:
             n = write_manifest(iter_samples(src), dst)
     except (ManifestError, FileNotFoundError, ValueError) as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise _fail(e)
     console.print(f"wrote {dst}" + (f" ({n} rows)" if n is not None else ""))
     if not hf and src.resolve().parent != dst.resolve().parent:
         err_console.print("[yellow]note:[/yellow] video paths are relative to the manifest's folder; "
@@ -259,8 +229,7 @@ def bench_augment(
                                     overlay_text=overlay_text),
             progress=lambda m: console.print(f"[dim]{m}[/dim]"))
     except (ManifestError, FileNotFoundError, ValueError) as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise _fail(e)
     skipped = {a: n for a, n in (summary.skipped or {}).items() if n}
     console.print(f"{summary.sources} source samples -> {summary.manifest}"
                   + (f" (not applicable: {skipped})" if skipped else ""))
@@ -279,8 +248,7 @@ def _train(stage: str, config: str | None, model: str | None, data: str | None, 
         # the command's own options win over the file, like overrides
         cfg = cfg.model_copy(update={k: v for k, v in base.items()})
     except (ValueError, FileNotFoundError) as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise _fail(e)
     final = run_stage(cfg)
     console.print(f"model: {final}")
 
@@ -340,8 +308,7 @@ def train_pipeline(
     try:
         recipe = load_recipe(config, set_)
     except (ValueError, FileNotFoundError) as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise _fail(e)
     final = run_pipeline(recipe, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     console.print(f"model: {final}")
 
@@ -382,17 +349,6 @@ def train_data(
     records = builds[kind](bench, split=split, out_dir=out.parent)
     n = write_records(records, out)
     console.print(f"wrote {n} {kind} records to {out}")
-
-
-def _csv(value: str | None) -> tuple[str, ...] | None:
-    return tuple(x.strip() for x in value.split(",") if x.strip()) if value else None
-
-
-def _fail(message: object, code: int = 2) -> typer.Exit:
-    from rich.markup import escape
-
-    err_console.print(f"[red]error:[/red] {escape(str(message))}", highlight=False)
-    return typer.Exit(code)
 
 
 @app.command("eval")
@@ -656,8 +612,7 @@ def train_import(
         else:
             records = import_reference(reference, legacy_labels=legacy_labels, kind=kind)
     except (ManifestError, ValueError, FileNotFoundError) as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise _fail(e)
     console.print(f"wrote {write_records(records, out)} records to {out}")
 
 
@@ -690,8 +645,7 @@ def guard_cmd(
     try:
         guard = HarmGuard(model, device=device, budget=budget, batch_size=batch_size)
     except ValueError as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise _fail(e)
     if bench is not None:
         report = guard_manifest(guard, bench, split=None if split == "all" else split, limit=limit)
         print(json.dumps(report.as_dict(), indent=2))
@@ -722,8 +676,7 @@ def export(
         result = export_alarm_checkpoint(model, out, force=force, trust_remote_code=trust_remote_code,
                                          dtype=dtype, device=device, patch_template=template, strict=strict)
     except ExportError as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+        raise _fail(e)
     t = result.template
     console.print(f"wrote {result.out} (from {result.source}, {result.source_digest})")
     console.print(f"alarm ids: visual {result.alarm_ids[0]}, textual {result.alarm_ids[1]} (folded into the "
