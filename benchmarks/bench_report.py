@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from videosafety import taxonomy
-from videosafety.report import compute_results, write_report
+from videosafety.report import compute_results, report_paths, write_report
 
 BUDGET = {"fps": 1.0, "num_frames": None, "max_frames": 90, "max_pixels": None, "min_pixels": None}
 GEN = {"max_new_tokens": 512, "temperature": 0.0, "top_p": 1.0, "do_sample": False, "seed": 0}
@@ -108,15 +108,15 @@ def main() -> None:
     times, ctimes = [], []
     for i in range(args.repeat):
         t0 = time.perf_counter()
-        paths = write_report([run], work / "report")
+        write_report([run], work / "report")
         times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        res = compute_results([run])
+        res = compute_results([run]).to_json()
         ctimes.append(time.perf_counter() - t0)
         print(f"  try {i + 1}: write_report {times[-1]:.2f} s, compute_results {ctimes[-1]:.2f} s")
     r = res["runs"][0]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    sizes = {k: p.stat().st_size for k, p in paths.items()}
+    sizes = {k: p.stat().st_size for k, p in report_paths(work / "report").items()}
     print(f"rows {r['rows']:,}; write_report median {statistics.median(times):.2f} s (min {min(times):.2f}), "
           f"compute_results median {statistics.median(ctimes):.2f} s; peak RSS {peak:.0f} MiB")
     print("outputs: " + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))

@@ -58,7 +58,7 @@ class EvalRequest:
     instruction: str | None = None  # appended to every query; a name of INSTRUCTIONS or the text
     judge: str | None = "rules"  # None: responses only, no verdicts and no report
     report: bool = True  # write the run's report (the demo reports two runs together instead)
-    out: Path | None = None  # default runs/eval-<model>
+    out: str | Path | None = None  # default runs/eval-<model>
     force: bool = False
     max_error_rate: float = 0.05
     device: str = "auto"
@@ -152,7 +152,7 @@ def evaluate(request: EvalRequest, *, progress: bool = True, log: Callable[[str]
     options = ModelOptions(device=device, dtype=request.dtype, batch_size=batch_size,
                            trust_remote_code=request.trust_remote_code, openai=request.openai)
     llm = load_model(request.model, budget, options)
-    out = request.out or default_out(llm.name)
+    out = Path(request.out) if request.out is not None else default_out(llm.name)
     instruction = INSTRUCTIONS.get(request.instruction, request.instruction)
     cfg = EvalConfig(conditions=request.conditions, settings=request.settings(), budget=budget,
                      batch_size=batch_size, decode_workers=request.decode_workers, force=request.force,

@@ -206,6 +206,8 @@ class OpenAIVideoLLM:
             None (default) only to a videosafety server, or True / False.
     """
 
+    reads_inputs = True  # frames are sent to the server
+
     def __init__(
         self,
         model: str,

@@ -49,7 +49,7 @@ def _err(rates: Sequence[dict | None]) -> list[list[float]]:
 def _grouped_bars(ax, groups: Sequence[str], series: dict[str, list[dict | None]], colors: dict[str, str]) -> None:
     width = 0.8 / max(1, len(series))
     for i, (name, rates) in enumerate(series.items()):
-        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        xs = [group + (i - (len(series) - 1) / 2) * width for group in range(len(groups))]
         ax.bar(xs, [_pct(r.get("value") if r else None) for r in rates], width, yerr=_err(rates),
                capsize=2, label=name, color=colors.get(name), error_kw={"elinewidth": 0.8, "alpha": 0.8})
     ax.set_xticks(range(len(groups)))

@@ -284,7 +284,7 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
         warnings: list[str] = []
         primary = _VerdictStream(run, slug, warnings)
         others = {s: _VerdictStream(run, s, warnings) for s in files if s != slug}
-        acc = _RunAccumulator(max_examples, (info.conditions if info else None) or list(taxonomy.CONDITIONS))
+        tally = _RunAccumulator(max_examples, (info.conditions if info else None) or list(taxonomy.CONDITIONS))
         first: ResponseRow | None = None
         budgets: set[str] = set()
         for resp in run.iter_responses(with_intentions=False):
@@ -293,7 +293,7 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
                 first = resp
             if resp.budget is not None and len(budgets) < 4:
                 budgets.add(json.dumps(resp.budget, sort_keys=True))
-            acc.add(resp, primary.get(sid, cond), {s: o.get(sid, cond) for s, o in others.items()} if others else {})
+            tally.add(resp, primary.get(sid, cond), {s: o.get(sid, cond) for s, o in others.items()} if others else {})
         for stream in (primary, *others.values()):
             stream.finish()
     except RunError as e:  # names the file, line and field
@@ -305,15 +305,15 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
         warnings.append(f"{responses}: rows carry {len(budgets)} different frame budgets")
 
     # judge identity, from the verdicts themselves
-    seen = [{"name": n, "version": v, "rows": c} for (n, v), c in acc.judges.most_common()]
+    seen = [{"name": n, "version": v, "rows": c} for (n, v), c in tally.judges.most_common()]
     judge_info = {"slug": slug, "file": str(files[slug]), "name": seen[0]["name"] if seen else None,
                   "version": seen[0]["version"] if seen else None, "seen": seen,
                   "available": sorted(files)}
     if len(seen) > 1:
         warnings.append(f"{files[slug]}: verdicts from {len(seen)} judge versions: {seen}")
 
-    present_conds = _ordered(acc.coverage, taxonomy.CONDITIONS)
-    rates = acc.rates
+    present_conds = _ordered(tally.coverage, taxonomy.CONDITIONS)
+    rates = tally.rates
 
     def breakdown(metric: str, subset: str, cond: str) -> dict | None:
         if (metric, subset, cond, "all", "") not in rates:
@@ -331,11 +331,11 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
             cell = rates[(metric, subset, cond, "category_language", (c, lang))]
             cl.setdefault(str(c), {})[str(lang)] = _rate_dict(cell)
         out["by_category_language"] = cl
-        if acc.attacks_seen:  # only for benchmarks with attacked variants: other results stay as they were
+        if tally.attacks_seen:  # only for benchmarks with attacked variants: other results stay as they were
             vals = [k[4] for k in rates if k[0] == metric and k[1] == subset and k[2] == cond and k[3] == "attack"]
             out["by_attack"] = {v: _rate_dict(rates[(metric, subset, cond, "attack", v)])
                                 for v in sorted(vals, key=lambda a: (a != "none", a))}
-        if acc.peers_seen:  # only for converted peer benchmarks: {peer: {peer subset: rate}}, in manifest order
+        if tally.peers_seen:  # only for converted peer benchmarks: {peer: {peer subset: rate}}, in manifest order
             ps: dict[str, dict] = {}
             for k in rates:
                 if k[0] == metric and k[1] == subset and k[2] == cond and k[3] == "peer_subset":
@@ -352,7 +352,7 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
         if "SafeQ" in subsets_seen else {}
 
     helpfulness: dict[str, dict] = {}
-    for (s, c), (n, tot, tot2) in acc.help.items():
+    for (s, c), (n, tot, tot2) in tally.help.items():
         helpfulness.setdefault(s, {})[c] = _mean_dict(Mean(int(n), tot, tot2))
     helpfulness = {s: helpfulness[s] for s in _ordered(helpfulness, taxonomy.SUBSETS)}
     helpfulness = {s: {c: v[c] for c in _ordered(v, taxonomy.CONDITIONS)} for s, v in helpfulness.items()}
@@ -360,18 +360,18 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
     # paired drops between conditions, per subset and pooled
     drops: dict[str, dict] = {}
     replicates: dict[tuple[str, str, str], Any] = {}
-    if acc.sample_subset:
+    if tally.sample_subset:
         subset_codes = {s: i for i, s in enumerate(dsr_keys[:-1])}
-        sub_arr = np.fromiter((subset_codes[s] for s in acc.sample_subset), dtype=np.int64,
-                              count=len(acc.sample_subset))
-        state_arr = {c: np.asarray(v, dtype=np.int64) for c, v in acc.states.items()}
+        sub_arr = np.fromiter((subset_codes[s] for s in tally.sample_subset), dtype=np.int64,
+                              count=len(tally.sample_subset))
+        state_arr = {c: np.asarray(v, dtype=np.int64) for c, v in tally.states.items()}
         for a, b in DROP_PAIRS:
             if a not in state_arr or b not in state_arr:
                 continue
             cells = sub_arr * 9 + state_arr[a] * 3 + state_arr[b]
-            counts = np.bincount(cells, minlength=9 * len(subset_codes)).reshape(len(subset_codes), 3, 3)
+            paired_counts = np.bincount(cells, minlength=9 * len(subset_codes)).reshape(len(subset_codes), 3, 3)
             for s in dsr_keys:
-                table = counts.sum(axis=0) if s == HARMFUL_POOL else counts[subset_codes[s]]
+                table = paired_counts.sum(axis=0) if s == HARMFUL_POOL else paired_counts[subset_codes[s]]
                 d = drop_bootstrap(table.tolist(), N_RESAMPLES, CONFIDENCE, SEED)
                 replicates[(s, a, b)] = (d["replicates_relative"], d["replicates_absolute"])
                 both = int(table[:2, :2].sum())
@@ -398,13 +398,13 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
     cov_out: dict[str, Any] = {}
     totals: Counter = Counter()
     for c in present_conds:
-        cv = acc.coverage[c]
+        cv = tally.coverage[c]
         totals.update(cv)
         cov_out[c] = _coverage_dict(cv)
     coverage = {"all": _coverage_dict(totals), "by_condition": cov_out}
 
     agreement = []
-    for (a, b), tables in sorted(acc.agreement.items()):
+    for (a, b), tables in sorted(tally.agreement.items()):
         name_a = slug if a == "\0primary" else a
         name_b = slug if b == "\0primary" else b
         entry: dict[str, Any] = {"judges": [name_a, name_b]}
@@ -425,12 +425,12 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
         "prompt_version": (info.prompt_version if info else None) or first.prompt_version,
         "manifest": info.manifest if info else None, "status": info.status if info else None,
         "versions": info.versions if info else None,
-        "judge": judge_info, "conditions": present_conds, "rows": acc.rows,
+        "judge": judge_info, "conditions": present_conds, "rows": tally.rows,
         "coverage": coverage, "dsr": dsr, "frr": frr, "helpfulness": helpfulness,
         "drop": drops, "blank_control": blank_control, "agreement": agreement, "warnings": warnings,
-        "examples_shown": len(acc.examples),
+        "examples_shown": len(tally.examples),
     }
-    return result, {"examples": acc.examples, "replicates": replicates, "per_cell": acc.per_cell}
+    return result, {"examples": tally.examples, "replicates": replicates, "per_cell": tally.per_cell}
 
 
 def _ci(ci) -> list[float] | None:
