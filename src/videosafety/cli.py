@@ -396,7 +396,7 @@ def eval_cmd(
     judge the responses and write the report."""
     from videosafety.evaluate.plan import SampleFilter
     from videosafety.evaluate.sweep import parse_values
-    from videosafety.pipeline import EvalRequest, evaluate
+    from videosafety.eval_pipeline import EvalRequest, evaluate
 
     try:
         fps_values, frame_values = parse_values(fps, float, "--fps"), parse_values(num_frames, int, "--num-frames")

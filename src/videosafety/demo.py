@@ -29,7 +29,7 @@ from videosafety import tags
 from videosafety.evaluate.plan import SampleFilter
 from videosafety.evaluate.rundir import Results, judge_slug
 from videosafety.models.demo import DEMO_BUDGET
-from videosafety.pipeline import EvalRequest, evaluate
+from videosafety.eval_pipeline import EvalRequest, evaluate
 from videosafety.report import write_report
 
 DEMO_JUDGE = "rules"

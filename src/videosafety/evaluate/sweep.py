@@ -9,7 +9,7 @@ sampling lowers safety).
 
 Each point is run by :func:`videosafety.evaluate.runner.run_eval` with its own budget, so a
 killed sweep resumes where it stopped and a finished point is taken from its cache; the
-judging and the report over the points are videosafety.pipeline's (they sit above the runner).
+judging and the report over the points are videosafety.eval_pipeline's (they sit above the runner).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def run_sweep(
     extra_run_info: dict | None = None,
 ) -> SweepResult:
     """Evaluate at every point into OUT/<point.name> (judging and the report over the points:
-    videosafety.pipeline.report_sweep)."""
+    videosafety.eval_pipeline.report_sweep)."""
     if not points:
         raise ValueError("a sweep needs at least one point")
     names = [p.name for p in points]
