@@ -26,7 +26,8 @@ from videosafety.budget import FrameBudget
 from videosafety.conditions import model_input
 from videosafety.data.manifest import read_manifest, sample_to_row
 from videosafety.data.vsb_mini import build_vsb_mini
-from videosafety.evaluate.runner import EvalConfig, SampleFilter, run_eval, select_samples
+from videosafety.evaluate.plan import SampleFilter, select
+from videosafety.evaluate.runner import EvalConfig, run_eval
 from videosafety.models.base import GenerationSettings
 
 BUDGET = FrameBudget.uniform(8, max_pixels=112 * 112)
@@ -41,7 +42,7 @@ def throughput(work: Path, n: int, batch: int) -> None:
     llm = HFVideoLLM(model_dir, device="cpu", dtype="float32", batch_size=batch, budget=BUDGET)
     manifest = work / "vsb" / "manifest.jsonl"
     flt = SampleFilter(split="eval", limit=n)
-    samples = list(select_samples(manifest, flt)())
+    samples = select(manifest, flt)
 
     def hand_loop() -> float:
         t0 = time.perf_counter()

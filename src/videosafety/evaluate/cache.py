@@ -18,7 +18,6 @@ from typing import Protocol
 
 from videosafety.budget import FrameBudget
 from videosafety.models.base import GenerationSettings
-from videosafety.schema import VideoRef
 from videosafety.store import open_store
 
 # Bumped whenever the way a sample becomes a prompt changes (system text, query wrapping).
@@ -30,11 +29,18 @@ CREATE TABLE IF NOT EXISTS errors (key TEXT PRIMARY KEY, error TEXT NOT NULL, cr
 """
 
 
+class AskedVideo(Protocol):
+    sha256: str
+    duration: float
+    width: int
+    height: int
+
+
 class AskedSample(Protocol):
     """What of a sample reaches the model (a schema.Sample or a plan's PlannedSample)."""
 
     query: str
-    video: VideoRef
+    video: AskedVideo
 
 
 def sample_content(sample: AskedSample) -> dict:

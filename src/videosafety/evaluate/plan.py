@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from sys import intern
 
 import numpy as np
 
 from videosafety.data.manifest import iter_samples, manifest_root
 from videosafety.evaluate.cache import cache_key
-from videosafety.schema import Sample, VideoRef
+from videosafety.schema import Sample
 from videosafety.tags import with_instruction
 
 
@@ -38,6 +39,18 @@ class SampleFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class PlannedVideo:
+    """A manifest's VideoRef without the pydantic object around it (a sixth of its memory)."""
+
+    path: str
+    sha256: str
+    duration: float
+    fps: float
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
 class PlannedSample:
     id: str
     subset: str
@@ -49,16 +62,19 @@ class PlannedSample:
     query: str
     prompt: str  # the query with the run's instruction appended: what the model is asked
     harmful_intention: str | None
-    video: VideoRef
+    video: PlannedVideo
     attack: str | None  # data.augment's attack name
     peer: str | None  # data.peers' benchmark and its own subset name
     peer_subset: str | None
 
     @classmethod
     def of(cls, s: Sample, instruction: str | None) -> "PlannedSample":
-        prov = s.provenance
-        return cls(s.id, s.subset, s.category, s.subcategory, s.language, s.video_label, s.query_label, s.query,
-                   with_instruction(s.query, instruction), s.harmful_intention, s.video,
+        prov, v = s.provenance, s.video
+        # the grouping names repeat across samples: one string object each, not one per sample
+        return cls(s.id, intern(s.subset), intern(s.category), intern(s.subcategory), intern(s.language),
+                   s.video_label, s.query_label, s.query,
+                   with_instruction(s.query, instruction), s.harmful_intention,
+                   PlannedVideo(v.path, v.sha256, v.duration, v.fps, v.width, v.height),
                    prov.get("attack") or None, prov.get("peer") or None, prov.get("peer_subset") or None)
 
 
