@@ -17,7 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from videosafety.configs import resolve_config
 from videosafety.train.config import load_config
 from videosafety.train.grpo import (
     ADV_EPS,
+    GRPOCallback,
     GRPOTrainer,
     VisualCheck,
     aggregate,
@@ -305,64 +305,101 @@ def log_of(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture
-def passes(monkeypatch):
-    """Records every pass VisualCheck.expect announces (what, has_video) and, per pass, the
-    vision-encoder calls and the patches they encoded, seen by hooks of our own on the policy's
-    and the reference's `model.visual`; also the GRPO groups made and the trainer."""
-    state = {"current": None, "log": [], "groups": [], "trainer": None, "outside": 0, "sampled": []}
-    orig_expect, orig_setup, orig_group = VisualCheck.expect, GRPOTrainer._setup, GRPOTrainer._make_group
+class PassRecorder(GRPOCallback):
+    """Records every forward pass the trainer announces (what, has_video) and, per pass, the
+    vision-encoder calls and the patches they encoded, seen by forward hooks of our own on the
+    policy's and the reference's `model.visual`; for alarm models, whether the language model got
+    the alarm vectors at the alarm tokens (hooks of our own again). Also the trainer, the groups
+    of every round, and generate's own logits (the sampler's distribution, to compare with the
+    scorer's): the policy's public `generate` is wrapped to return them too."""
 
-    def hook(name):
-        def count(module, args, kwargs, output):
-            if state["current"] is None:
-                state["outside"] += 1
-                return
-            x = args[0] if args else kwargs["hidden_states"]
-            state["current"]["vision"][name] += 1
-            state["current"]["patches"] += int(x.shape[0])
-        return count
+    def __init__(self):
+        self.current = None  # the pass under way
+        self.log, self.groups, self.sampled = [], [], []
+        self.trainer = None
+        self.outside = 0  # vision-encoder calls outside any announced pass
+        self.alarm_forwards = []  # (pass, alarm_positions given, heads, every row holds both alarm tokens)
+        self.lora_layers = []
 
-    def setup(self):
-        orig_setup(self)
-        state["trainer"] = self
-        generate = self.unwrapped.generate
+    def on_setup(self, trainer):
+        from peft.tuners.lora import LoraLayer
 
-        def generate_keeping_logits(**kw):  # the sampler's own logits, to compare with the scorer's
+        self.trainer = trainer
+        policy = trainer.unwrapped
+        self.lora_layers = [m for m in policy.modules() if isinstance(m, LoraLayer)]
+        generate = policy.generate
+
+        def generate_keeping_logits(**kw):
             gen = copy.deepcopy(kw["generation_config"])
             gen.update(output_logits=True, return_dict_in_generate=True)
             out = generate(**{**kw, "generation_config": gen})
             prompt = kw["input_ids"].shape[1]
-            state["sampled"].append((out.sequences[:, prompt:].cpu(), torch.stack(out.logits, 1).float().cpu()))
+            self.sampled.append((out.sequences[:, prompt:].cpu(), torch.stack(out.logits, 1).float().cpu()))
             return out.sequences
 
-        self.unwrapped.generate = generate_keeping_logits
-        base = getattr(self.unwrapped, "base", self.unwrapped)
-        base.model.visual.register_forward_hook(hook("policy"), with_kwargs=True)
-        if self.ref is not None:
-            getattr(self.ref, "base", self.ref).model.visual.register_forward_hook(hook("ref"), with_kwargs=True)
+        policy.generate = generate_keeping_logits
+        for name, model in (("policy", policy), ("ref", trainer.ref)):
+            if model is None:
+                continue
+            base = getattr(model, "base", model)
+            base.model.visual.register_forward_hook(self._count_vision(name), with_kwargs=True)
+            if hasattr(model, "alarm_vectors"):
+                self._watch_alarms(model, base)
 
-    @contextmanager
-    def expect(self, batch, has_video, what):
-        entry = {"what": what, "has_video": has_video, "vision": {"policy": 0, "ref": 0}, "patches": 0,
-                 "alarm_hits": 0}
-        state["log"].append(entry)
-        with orig_expect(self, batch, has_video, what):
-            state["current"] = entry
-            try:
-                yield
-            finally:
-                state["current"] = None
+    def _count_vision(self, name):
+        def count(module, args, kwargs, output):
+            if self.current is None:
+                self.outside += 1
+                return
+            x = args[0] if args else kwargs["hidden_states"]
+            self.current["vision"][name] += 1
+            self.current["patches"] += int(x.shape[0])
+        return count
 
-    def make_group(self, *args, **kwargs):
-        grp = orig_group(self, *args, **kwargs)
-        state["groups"].append(grp)
-        return grp
+    def _watch_alarms(self, alarm_model, base):
+        ids = alarm_model.alarm
+        last_ids = {}
 
-    monkeypatch.setattr(GRPOTrainer, "_setup", setup)
-    monkeypatch.setattr(VisualCheck, "expect", expect)
-    monkeypatch.setattr(GRPOTrainer, "_make_group", make_group)
-    return state
+        def keep_ids(module, args, kwargs):
+            last_ids["ids"] = kwargs.get("input_ids")
+
+        def check_embeddings(module, args, kwargs):  # what the language model gets at the alarm tokens
+            x, embeds = last_ids["ids"], kwargs["inputs_embeds"]
+            if x is None:
+                return
+            hit = (x == ids.visual) | (x == ids.textual)
+            if not hit.any():
+                return
+            want = torch.where((x == ids.textual).unsqueeze(-1), alarm_model.alarm_vectors[1], alarm_model.alarm_vectors[0])
+            if torch.equal(embeds[hit], want.to(embeds.dtype)[hit]):
+                self.current["alarm_hits"] += 1
+
+        def forward_call(module, args, kwargs):
+            x = kwargs["input_ids"]
+            both = bool(((x == ids.visual).sum(1) == 1).all() and ((x == ids.textual).sum(1) == 1).all())
+            self.alarm_forwards.append((self.current["what"], kwargs.get("alarm_positions") is not None,
+                                        kwargs.get("heads", True), both))
+
+        base.model.register_forward_pre_hook(keep_ids, with_kwargs=True)
+        base.model.language_model.register_forward_pre_hook(check_embeddings, with_kwargs=True)
+        alarm_model.register_forward_pre_hook(forward_call, with_kwargs=True)
+
+    def on_pass_begin(self, what, has_video):
+        self.current = {"what": what, "has_video": has_video, "vision": {"policy": 0, "ref": 0}, "patches": 0,
+                        "alarm_hits": 0,  # whether each of the policy's LoRA layers is on (None: no LoRA)
+                        "adapters_on": [not m.disable_adapters for m in self.lora_layers] or None}
+        self.log.append(self.current)
+
+    def on_pass_end(self, what):
+        self.current = None
+
+    def on_round(self, groups):
+        self.groups.extend(groups)
+
+
+@pytest.fixture
+def passes():
+    return PassRecorder()
 
 
 def _patches(grp) -> int:
@@ -408,13 +445,13 @@ def test_video_reaches_every_forward_pass(data, model_dir, tmp_path, passes):
     reference's own encoder for the reference pass); the text-only group's passes never do."""
     cfg = cfg_for(data, model_dir, tmp_path / "run", data="mixed_4.jsonl", max_steps=2, **SMALL,
                   **{"grpo.num_iterations": 2, "grpo.prompts_per_step": 4, "lr.llm": 1e-2})
-    run_grpo(cfg, progress=False)
-    trainer, groups = passes["trainer"], passes["groups"]
+    run_grpo(cfg, progress=False, callbacks=[passes])
+    trainer, groups = passes.trainer, passes.groups
     assert len(groups) == 4 and sorted(g.has_video for g in groups) == [False, True, True, True]
     assert len({g.full["input_ids"].shape[1] - g.completion_ids.shape[1] for g in groups}) > 1  # lengths differ
     assert vision_modules(trainer.unwrapped) == [trainer.unwrapped.model.visual]
-    log = passes["log"]
-    assert passes["outside"] == 0
+    log = passes.log
+    assert passes.outside == 0
     gens = [e for e in log if e["what"] == "generation"]
     rest = [e for e in log if e["what"] != "generation"]
     assert log[:len(gens)] == gens and 1 <= len(gens) <= 4
@@ -437,7 +474,7 @@ def test_video_reaches_every_forward_pass(data, model_dir, tmp_path, passes):
 
     # the sampler's distribution is the one scored: the log-probabilities of the sampled tokens
     # under generate's own logits equal pi_old's (same weights), whatever the batching and padding
-    sampled = [(c[r], lp[r]) for c, lp in passes["sampled"] for r in range(len(c))]
+    sampled = [(c[r], lp[r]) for c, lp in passes.sampled for r in range(len(c))]
     assert len(sampled) == 4 * 2
     for grp in groups:
         for r in range(len(grp.texts)):
@@ -489,8 +526,8 @@ def test_safety_records_with_the_shipped_tiny_config(data, model_dir, tmp_path):
 
 def test_text_only_groups_never_claim_video(data, model_dir, tmp_path, passes):
     cfg = cfg_for(data, model_dir, tmp_path / "run", data="text_test_ascii.jsonl", max_steps=1, **SMALL)
-    run_grpo(cfg, progress=False)
-    assert passes["log"] and all(not e["has_video"] and e["vision"] == {"policy": 0, "ref": 0} for e in passes["log"])
+    run_grpo(cfg, progress=False, callbacks=[passes])
+    assert passes.log and all(not e["has_video"] and e["vision"] == {"policy": 0, "ref": 0} for e in passes.log)
 
 
 def test_visual_check_fails_when_video_is_lost(data, model_dir, tmp_path, monkeypatch):
@@ -633,29 +670,13 @@ def alarm_ckpt(model_dir, tmp_path_factory):
     return am.save_pretrained(tmp_path_factory.mktemp("alarm") / "ckpt", processor=llm.processor), ids
 
 
-def test_grpo_from_an_alarm_checkpoint_trains_the_llm_only(data, alarm_ckpt, tmp_path, passes, monkeypatch):
-    from videosafety.train.alarm import AlarmModel, is_alarm_checkpoint
+def test_grpo_from_an_alarm_checkpoint_trains_the_llm_only(data, alarm_ckpt, tmp_path, passes):
+    from videosafety.train.alarm import is_alarm_checkpoint
 
     ckpt, ids = alarm_ckpt
-    seen = []
-    orig_sub, orig_fwd = AlarmModel._substitute, AlarmModel.forward
-
-    def substitute(self, module, args, kwargs, output):
-        res = orig_sub(self, module, args, kwargs, output)
-        if res is not None and passes["current"] is not None:
-            passes["current"]["alarm_hits"] += 1
-        return res
-
-    def forward(self, alarm_positions=None, *, heads=True, **batch):
-        x = batch["input_ids"]
-        seen.append((passes["current"]["what"], alarm_positions is not None, heads,
-                     bool(((x == ids.visual).sum(1) == 1).all() and ((x == ids.textual).sum(1) == 1).all())))
-        return orig_fwd(self, alarm_positions, heads=heads, **batch)
-
-    monkeypatch.setattr(AlarmModel, "_substitute", substitute)
-    monkeypatch.setattr(AlarmModel, "forward", forward)
     out = tmp_path / "grpo"
-    final = run_grpo(cfg_for(data, ckpt, out, data="video_ascii_8.jsonl", max_steps=2, **SMALL), progress=False)
+    final = run_grpo(cfg_for(data, ckpt, out, data="video_ascii_8.jsonl", max_steps=2, **SMALL), progress=False,
+                     callbacks=[passes])
     assert is_alarm_checkpoint(final)
     before, after = state_of(ckpt), state_of(final)
     assert before.keys() == after.keys()
@@ -665,43 +686,36 @@ def test_grpo_from_an_alarm_checkpoint_trains_the_llm_only(data, alarm_ckpt, tmp
         assert torch.equal(before[k], after[k]), k
     assert any(not torch.equal(before[k], after[k]) for k in before if "layers" in k and "visual" not in k)
 
-    # every pass ran with the alarm vectors in place of the alarm tokens, and with the video
-    assert passes["log"] and {e["what"] for e in passes["log"]} == {"generation", "reference log-probs",
-                                                                   "policy log-probs"}
-    assert all(e["alarm_hits"] >= 1 for e in passes["log"]), passes["log"]
-    assert all(sum(e["vision"].values()) == 1 for e in passes["log"]), passes["log"]
+    # every pass ran with the alarm vectors in place of the alarm tokens (what the language model
+    # got there), and with the video
+    assert passes.log and {e["what"] for e in passes.log} == {"generation", "reference log-probs",
+                                                              "policy log-probs"}
+    assert all(e["alarm_hits"] >= 1 for e in passes.log), passes.log
+    assert all(sum(e["vision"].values()) == 1 for e in passes.log), passes.log
     # reference and policy passes: AlarmModel.forward with positions, every row holding both tokens
-    assert sorted(w for w, *_ in seen) == sorted(e["what"] for e in passes["log"] if e["what"] != "generation")
+    seen = passes.alarm_forwards
+    assert sorted(w for w, *_ in seen) == sorted(e["what"] for e in passes.log if e["what"] != "generation")
     assert all(has_pos and not heads and both for _, has_pos, heads, both in seen), seen
     # completions never contain the alarm tokens (they are suppressed)
-    for grp in passes["groups"]:
+    for grp in passes.groups:
         assert not ((grp.completion_ids == ids.visual) | (grp.completion_ids == ids.textual)).any()
 
 
 # ---------------------------------------------------------------- LoRA
 
-def test_lora_reference_is_the_adapter_disabled_model(data, model_dir, tmp_path, passes, monkeypatch):
-    from videosafety.train import lora
-
-    disabled = []
-    orig = lora.adapters_disabled
-
-    @contextmanager
-    def counting(model):
-        disabled.append(passes["current"] is None)  # entered before the pass begins
-        with orig(model) as m:
-            yield m
-
-    monkeypatch.setattr(lora, "adapters_disabled", counting)
+def test_lora_reference_is_the_adapter_disabled_model(data, model_dir, tmp_path, passes):
     cfg = cfg_for(data, model_dir, tmp_path / "lora", data="video_ascii_8.jsonl", max_steps=2,
                   gradient_checkpointing=True, lora="{r: 4, alpha: 8, dropout: 0.0}",
                   **{"lr.llm": 1e-2}, **SMALL)
-    trainer = GRPOTrainer(cfg, progress=False)
+    trainer = GRPOTrainer(cfg, progress=False, callbacks=[passes])
     final = trainer.train()
     assert trainer.ref is None  # no frozen copy of the weights
-    refs = [e for e in passes["log"] if e["what"] == "reference log-probs"]
-    assert len(refs) == len(disabled) == 4 and all(disabled)  # 2 steps x 2 prompts
-    assert all(e["vision"] == {"policy": 1, "ref": 0} for e in passes["log"])
+    refs = [e for e in passes.log if e["what"] == "reference log-probs"]
+    assert len(refs) == 4  # 2 steps x 2 prompts
+    # the adapters are off for every reference pass and on for every other pass
+    assert all(e["adapters_on"] is not None and set(e["adapters_on"]) == {e["what"] != "reference log-probs"}
+               for e in passes.log), passes.log
+    assert all(e["vision"] == {"policy": 1, "ref": 0} for e in passes.log)
     log = log_of(tmp_path / "lora")
     # adapters start at zero: the reference equals the policy at step 1, not after an update
     assert log[0]["kl"] < 1e-8 and log[1]["kl"] > 0, log
