@@ -370,7 +370,8 @@ class PassRecorder(GRPOCallback):
             hit = (x == ids.visual) | (x == ids.textual)
             if not hit.any():
                 return
-            want = torch.where((x == ids.textual).unsqueeze(-1), alarm_model.alarm_vectors[1], alarm_model.alarm_vectors[0])
+            vectors = alarm_model.alarm_vectors
+            want = torch.where((x == ids.textual).unsqueeze(-1), vectors[1], vectors[0])
             if torch.equal(embeds[hit], want.to(embeds.dtype)[hit]):
                 self.current["alarm_hits"] += 1
 

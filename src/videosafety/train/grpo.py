@@ -26,6 +26,12 @@ The reference is a frozen copy of the starting model (β > 0), or the same model
 adapters disabled. Data parallel works like the SFT trainer: each process rewards its own
 groups (a group never spans processes), gradients are summed by one explicit all-reduce per
 step, and loss normalisers are global counts.
+
+The file reads: the pure parts (advantages, masks, the per-token objective, aggregation), the
+visual check, batches and groups, what a round and a step report (one log row per step), then
+the trainer: setup, one round's data, one optimizer step. Resume, log rows, checkpoints and the
+final save are the run loop's (train/loop.py), shared with the SFT trainer. `GRPOCallback`s see
+each pass and each round (tests and benchmarks observe the trainer through them).
 """
 
 from __future__ import annotations
@@ -265,12 +271,12 @@ class GRPOStepStats:
     epoch: int
     iteration: int  # which of the round's num_iterations steps
     update: PolicyUpdate
-    round: RoundStats
+    round_stats: RoundStats
     generation_seconds: float  # the round's sampling, rewards and fixed log-probabilities
     seconds: float  # since the round began
 
     def log_row(self, step: int) -> dict:
-        update, stats = self.update, self.round
+        update, stats = self.update, self.round_stats
         completions, groups, tokens = max(stats.completions, 1.0), max(stats.groups, 1.0), max(update.tokens, 1.0)
         return {
             "step": step, "epoch": self.epoch, "iteration": self.iteration,
@@ -289,7 +295,7 @@ class GRPOStepStats:
             "completion_length_mean": round(stats.length / completions, 2),
             "completion_length_max": stats.longest,
             "completions": int(stats.completions),
-            "lr": [round(lr, 10) for lr in update.lr],
+            "lr": [round(rate, 10) for rate in update.lr],
             "grad_norm": None if update.grad_norm is None else round(update.grad_norm, 6),
             "generation_seconds": round(self.generation_seconds, 3),
             "seconds": round(self.seconds, 3),
@@ -405,7 +411,8 @@ class GRPOTrainer:
         kept, inputs = [], []
         for record in records:
             try:
-                inp = record_input(record, root, self.cfg.budget, reward_registry.PROBLEM_TYPES[record.problem_type].instruction)
+                instruction = reward_registry.PROBLEM_TYPES[record.problem_type].instruction
+                inp = record_input(record, root, self.cfg.budget, instruction)
             except vio.VideoError as e:
                 if self.cfg.on_bad_video == "error":
                     raise RuntimeError(f"record {record.id!r}: {e}") from e
@@ -618,8 +625,8 @@ class GRPOTrainer:
         iterations = min(self.grpo.num_iterations, steps_left)
         for iteration in range(iterations):
             update = self._step(groups)
-            yield GRPOStepStats(chunk.epoch, iteration, update, round_stats, generation_seconds,
-                                time.perf_counter() - started)
+            yield GRPOStepStats(epoch=chunk.epoch, iteration=iteration, update=update, round_stats=round_stats,
+                                generation_seconds=generation_seconds, seconds=time.perf_counter() - started)
         if self.accelerator.is_main_process and groups and self.grpo.log_completions:
             self._log_completions(step + iterations, groups)
 

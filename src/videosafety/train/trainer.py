@@ -1,8 +1,10 @@
 """The SFT trainer for stages plain, 1, 2 and cot (spec §3.2-3.3), on accelerate.
 
-One loop, readable top to bottom. Each optimizer step gathers its micro-batches first, so the
-loss is exact under gradient accumulation and data parallelism: the CE is the mean over the
-step's supervised tokens on all ranks, each BCE the mean over the step's samples.
+`SFTTrainer` reads top to bottom: setup, the data (one chunk of micro-batches per optimizer
+step), the step. The run around them (resume, log rows, checkpoints, final save) is
+train/loop.py's, shared with the GRPO trainer. Each optimizer step gathers its micro-batches
+first, so the loss is exact under gradient accumulation and data parallelism: the CE is the mean
+over the step's supervised tokens on all ranks, each BCE the mean over the step's samples.
 
 Data parallel (`accelerate launch`, DDP): gradients are summed across ranks once per step by
 an explicit all-reduce (every micro-batch runs under no_sync). A rank whose micro-batch was
@@ -34,7 +36,7 @@ from videosafety.train.config import TrainConfig
 from videosafety.train.data import AlarmSpec, Batch, EpochSampler, ExampleBuilder, RecordDataset, collate
 from videosafety.train.lora import add_lora, lora_parameters
 from videosafety.train.loop import FINAL_DIR, LOG_FILE, Chunk, finish_run, train_loop
-from videosafety.train.loss import IGNORE_INDEX, at_sft_loss
+from videosafety.train.loss import at_sft_loss, supervised_token_count
 from videosafety.train.records import CoTRecord, SFTRecord, read_records
 
 
@@ -153,7 +155,7 @@ class SFTStepStats:
 
     def log_row(self, step: int) -> dict:
         row = {"step": step, "epoch": self.epoch, "loss": round(self.loss, 6), "ce": round(self.ce, 6),
-               "lr": [round(lr, 10) for lr in self.lr], "tokens": self.tokens, "samples": self.samples,
+               "lr": [round(rate, 10) for rate in self.lr], "tokens": self.tokens, "samples": self.samples,
                "dropped": self.dropped, "grad_norm": None if self.grad_norm is None else round(self.grad_norm, 6),
                "seconds": round(self.seconds, 4)}
         if self.uses_heads:
@@ -230,19 +232,20 @@ class SFTTrainer:
             epoch, offset = epoch + 1, 0
 
     def train_on(self, chunk: Chunk[list[Batch]], step: int, steps_left: int) -> Iterator[SFTStepStats]:
-        stats = self.step(chunk.data, chunk.epoch)
+        """One optimizer step per chunk (none when every sample of it was dropped)."""
+        stats = self._step(chunk.data, chunk.epoch)
         if stats is not None:
             yield stats
 
     # -- one optimizer step
-    def step(self, micro_batches: list[Batch], epoch: int) -> SFTStepStats | None:
+    def _step(self, micro_batches: list[Batch], epoch: int) -> SFTStepStats | None:
         """One optimizer step on the micro-batches; None when every sample of the step was
         dropped, on every process."""
         cfg, accelerator = self.cfg, self.accelerator
         started = time.perf_counter()
         tokens, samples, dropped = sum_over_processes(accelerator, [
-            sum(int((b.tensors["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches if b.size),
-            sum(b.size for b in micro_batches), sum(len(b.dropped) for b in micro_batches)], torch.long)
+            sum(supervised_token_count(batch.tensors["labels"]) for batch in micro_batches if batch.size),
+            sum(batch.size for batch in micro_batches), sum(len(batch.dropped) for batch in micro_batches)], torch.long)
         self.dropped += dropped
         if tokens == 0:
             return None
@@ -256,7 +259,8 @@ class SFTTrainer:
                                        "FSDP/DeepSpeed cannot reduce without it (see the module docstring)")
                 continue
             batch = batch.to(accelerator.device)
-            sync = nullcontext() if self.world == 1 or (self.engine_reduce and last) else accelerator.no_sync(self.model)
+            engine_syncs = self.world == 1 or (self.engine_reduce and last)
+            sync = nullcontext() if engine_syncs else accelerator.no_sync(self.model)
             with sync, accelerator.autocast():
                 logits, video_logit, query_logit = _forward(self.model, batch, cfg.uses_heads)
                 parts = at_sft_loss(logits, batch.tensors["labels"], num_tokens=tokens, video_logit=video_logit,
