@@ -534,8 +534,8 @@ class GRPOTrainer:
             batch, _ = self._rows_batch([inputs[i] for i in indices for _ in range(num_generations)])
             has_video = any(inputs[i].has_video for i in indices)
             out = self._generate(batch, has_video, seed + 7919 * bucket)  # a seed per generate call
-            for k, i in enumerate(indices):
-                completions[i] = out[k * num_generations:(k + 1) * num_generations]
+            for slot, i in enumerate(indices):
+                completions[i] = out[slot * num_generations:(slot + 1) * num_generations]
         return [self._make_group(record, inp, completion_ids)
                 for record, inp, completion_ids in zip(records, inputs, completions)]
 
@@ -546,17 +546,18 @@ class GRPOTrainer:
         for group in groups:
             lengths = group.mask.sum(dim=1).float()
             longest = max(longest, int(lengths.max()))
-            labelled = all("video_correct" in c for c in group.components)
-            both = [c.get("video_correct", 0.0) * c.get("text_correct", 0.0) for c in group.components]
+            labelled = all("video_correct" in scores for scores in group.components)
+            both_right = [scores.get("video_correct", 0.0) * scores.get("text_correct", 0.0)
+                          for scores in group.components]
             of_group = {
-                **{k: sum(c.get(k, 0.0) for c in group.components) for k in REWARD_COMPONENTS},
+                **{name: sum(scores.get(name, 0.0) for scores in group.components) for name in REWARD_COMPONENTS},
                 "reward": float(group.rewards.sum()), "completions": len(group.texts), "length": float(lengths.sum()),
-                "groups": 1.0, "all_correct": float(labelled and all(b == 1 for b in both)),
-                "all_wrong": float(labelled and all(b == 0 for b in both)),
+                "groups": 1.0, "all_correct": float(labelled and all(right == 1 for right in both_right)),
+                "all_wrong": float(labelled and all(right == 0 for right in both_right)),
                 "zero_std": float(group.rewards.std() == 0)}
-            for k in summed:
-                totals[k] += of_group[k]
-        values = sum_over_processes(self.accelerator, [totals[k] for k in summed], torch.float64)
+            for name in summed:
+                totals[name] += of_group[name]
+        values = sum_over_processes(self.accelerator, [totals[name] for name in summed], torch.float64)
         if self.world > 1:
             device = self.accelerator.device
             longest = int(self.accelerator.reduce(torch.tensor([longest], device=device), reduction="max"))
