@@ -177,10 +177,10 @@ def test_first_iteration_gradient_is_advantage_weighted_log_likelihood():
     """num_iterations = 1: pi_old = pi detached, rho = 1, the clip never acts, and the gradient of
     the loss is -A * grad(log pi) averaged per completion then over completions (plus the KL
     term's beta * (1 - pi_ref/pi) * grad(log pi))."""
-    g = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
     n, t, v = 4, 5, 7
-    theta = torch.randn(n, t, v, generator=g, requires_grad=True)
-    tokens = torch.randint(0, v, (n, t), generator=g)
+    theta = torch.randn(n, t, v, generator=gen, requires_grad=True)
+    tokens = torch.randint(0, v, (n, t), generator=gen)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]])
     adv = group_advantages(torch.tensor([1.0, 0.0, 3.0, 0.5]), 2)
 
@@ -208,7 +208,7 @@ def test_first_iteration_gradient_is_advantage_weighted_log_likelihood():
 
     # with the KL term, on the log-probabilities themselves: d loss / d logp_it by hand
     logp = logp_of(theta).detach().requires_grad_(True)
-    ref = logp.detach() + torch.randn(n, t, generator=g) * 0.3
+    ref = logp.detach() + torch.randn(n, t, generator=gen) * 0.3
     per_token, _, _ = grpo_token_loss(logp, logp.detach(), ref, adv, epsilon=0.2, epsilon_high=None, beta=0.04)
     aggregate(per_token, mask, "sequence", num_completions=n, num_tokens=int(mask.sum())).backward()
     lengths = mask.sum(1, keepdim=True).float()
@@ -403,8 +403,8 @@ def passes():
     return PassRecorder()
 
 
-def _patches(grp) -> int:
-    return int(grp.full["pixel_values_videos"].shape[0])
+def _patches(group) -> int:
+    return int(group.full["pixel_values_videos"].shape[0])
 
 
 # ---------------------------------------------------------------- learning
@@ -448,8 +448,9 @@ def test_video_reaches_every_forward_pass(data, model_dir, tmp_path, passes):
                   **{"grpo.num_iterations": 2, "grpo.prompts_per_step": 4, "lr.llm": 1e-2})
     run_grpo(cfg, progress=False, callbacks=[passes])
     trainer, groups = passes.trainer, passes.groups
-    assert len(groups) == 4 and sorted(g.has_video for g in groups) == [False, True, True, True]
-    assert len({g.full["input_ids"].shape[1] - g.completion_ids.shape[1] for g in groups}) > 1  # lengths differ
+    assert len(groups) == 4 and sorted(group.has_video for group in groups) == [False, True, True, True]
+    prompt_lengths = {group.full["input_ids"].shape[1] - group.completion_ids.shape[1] for group in groups}
+    assert len(prompt_lengths) > 1  # prompts of different lengths
     assert vision_modules(trainer.unwrapped) == [trainer.unwrapped.model.visual]
     log = passes.log
     assert passes.outside == 0
@@ -458,7 +459,7 @@ def test_video_reaches_every_forward_pass(data, model_dir, tmp_path, passes):
     assert log[:len(gens)] == gens and 1 <= len(gens) <= 4
     # sampling: every video prompt's G rows encoded, once
     assert all(e["vision"] == {"policy": int(e["has_video"]), "ref": 0} for e in gens), gens
-    assert sum(e["patches"] for e in gens) == sum(_patches(g) for g in groups if g.has_video)
+    assert sum(e["patches"] for e in gens) == sum(_patches(group) for group in groups if group.has_video)
     # then per group old and reference log-probs, then two policy passes per group
     want = [*[(w, i) for i in range(4) for w in ("old log-probs", "reference log-probs")],
             *[("policy log-probs", i) for _ in range(2) for i in range(4)]]
@@ -477,31 +478,31 @@ def test_video_reaches_every_forward_pass(data, model_dir, tmp_path, passes):
     # under generate's own logits equal pi_old's (same weights), whatever the batching and padding
     sampled = [(c[r], lp[r]) for c, lp in passes.sampled for r in range(len(c))]
     assert len(sampled) == 4 * 2
-    for grp in groups:
-        for r in range(len(grp.texts)):
-            m = grp.mask[r].bool()
-            toks = grp.completion_ids[r][m]
+    for group in groups:
+        for r in range(len(group.texts)):
+            m = group.mask[r].bool()
+            toks = group.completion_ids[r][m]
             hits = [lp for c, lp in sampled if torch.equal(c[:len(toks)], toks)]
-            assert len(hits) == 1, (grp.record_id, r)
+            assert len(hits) == 1, (group.record_id, r)
             gen_logp = torch.log_softmax(hits[0][:len(toks)], -1).gather(-1, toks.unsqueeze(-1)).squeeze(-1)
-            torch.testing.assert_close(grp.old_logp[r][m], gen_logp, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(group.old_logp[r][m], gen_logp, rtol=1e-4, atol=1e-4)
 
     # the per-token log-probabilities line up with the completion tokens: recompute the
     # reference's by hand from a plain forward over the whole sequence (the reference is frozen)
-    for grp in groups:
-        prompt_len = grp.full["input_ids"].shape[1] - grp.completion_ids.shape[1]
+    for group in groups:
+        prompt_len = group.full["input_ids"].shape[1] - group.completion_ids.shape[1]
         with torch.no_grad():
-            logits = trainer.ref(**grp.full, use_cache=False).logits.float()
+            logits = trainer.ref(**group.full, use_cache=False).logits.float()
         ref = torch.log_softmax(logits[:, prompt_len - 1:-1], -1)
-        ref = ref.gather(-1, grp.completion_ids.unsqueeze(-1)).squeeze(-1)
-        torch.testing.assert_close(grp.ref_logp, ref, rtol=1e-4, atol=1e-4)
-        assert grp.old_logp.shape == grp.ref_logp.shape == grp.mask.shape
+        ref = ref.gather(-1, group.completion_ids.unsqueeze(-1)).squeeze(-1)
+        torch.testing.assert_close(group.ref_logp, ref, rtol=1e-4, atol=1e-4)
+        assert group.old_logp.shape == group.ref_logp.shape == group.mask.shape
     assert all(not p.requires_grad for p in trainer.ref.parameters())
     # both steps reuse the batch. First: pi_old = pi, rho = 1, the loss is -mean(A) = 0 (KL 0 too).
     # Second: pi moved, rho != 1, the loss is no longer 0
     log = log_of(tmp_path / "run")
     assert [r["iteration"] for r in log] == [0, 1] and all(r["completions"] == 8 for r in log)
-    assert any(g.advantages.abs().sum() > 0 for g in groups)
+    assert any(group.advantages.abs().sum() > 0 for group in groups)
     assert abs(log[0]["loss"]) < 1e-6 and log[0]["kl"] < 1e-6 and log[0]["clip_fraction"] == 0
     assert abs(log[1]["loss"]) > 1e-4 and log[1]["kl"] > 0
 
@@ -664,10 +665,10 @@ def alarm_ckpt(model_dir, tmp_path_factory):
     llm = HFVideoLLM(model_dir, device="cpu", dtype="float32")
     ids = register_alarm_tokens(llm.processor, llm.model)
     am = AlarmModel(llm.model, ids)
-    g = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in (am.alarm_vectors, *am.visual_head.parameters(), *am.textual_head.parameters()):
-            p.copy_(torch.randn(p.shape, generator=g))
+            p.copy_(torch.randn(p.shape, generator=gen))
     return am.save_pretrained(tmp_path_factory.mktemp("alarm") / "ckpt", processor=llm.processor), ids
 
 
@@ -698,8 +699,8 @@ def test_grpo_from_an_alarm_checkpoint_trains_the_llm_only(data, alarm_ckpt, tmp
     assert sorted(w for w, *_ in seen) == sorted(e["what"] for e in passes.log if e["what"] != "generation")
     assert all(has_pos and not heads and both for _, has_pos, heads, both in seen), seen
     # completions never contain the alarm tokens (they are suppressed)
-    for grp in passes.groups:
-        assert not ((grp.completion_ids == ids.visual) | (grp.completion_ids == ids.textual)).any()
+    for group in passes.groups:
+        assert not ((group.completion_ids == ids.visual) | (group.completion_ids == ids.textual)).any()
 
 
 # ---------------------------------------------------------------- LoRA
@@ -730,9 +731,9 @@ def test_lora_reference_is_the_adapter_disabled_model(data, model_dir, tmp_path,
 def test_token_logprobs_equals_the_full_log_softmax():
     from videosafety.train.grpo import token_logprobs
 
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 5, 11, generator=g, requires_grad=True)
-    ids = torch.randint(0, 11, (3, 5), generator=g)
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=gen, requires_grad=True)
+    ids = torch.randint(0, 11, (3, 5), generator=gen)
     want = torch.log_softmax(logits / 0.7, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     got = token_logprobs(logits, ids, 0.7)
     torch.testing.assert_close(got, want)

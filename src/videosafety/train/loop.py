@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import torch
+from tqdm.auto import tqdm
 
 from videosafety.train.config import TrainConfig
 from videosafety.train.lora import merge_lora
@@ -94,8 +95,6 @@ def train_loop(trainer: Trainer, *, desc: str, show: tuple[str, ...], progress: 
         (out / "train_config.json").write_text(cfg.model_dump_json(indent=2))
     bar = None
     if progress and accelerator.is_main_process:
-        from tqdm.auto import tqdm  # only when a bar is shown
-
         bar = tqdm(total=total_steps, initial=position.step, desc=desc, unit="step")
 
     finished = True
