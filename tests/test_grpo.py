@@ -472,7 +472,7 @@ def test_video_reaches_every_forward_pass(data, model_dir, tmp_path, passes):
             assert e["patches"] == _patches(groups[i]) > 0, (e, i)  # the group's whole video, every row
         else:
             assert e["vision"] == {"policy": 0, "ref": 0} and "pixel_values_videos" not in groups[i].full, e
-    assert trainer.visual.calls == sum(e["has_video"] for e in log)  # VisualCheck's own count agrees
+    assert trainer.visual_check.calls == sum(e["has_video"] for e in log)  # VisualCheck's own count agrees
 
     # the sampler's distribution is the one scored: the log-probabilities of the sampled tokens
     # under generate's own logits equal pi_old's (same weights), whatever the batching and padding

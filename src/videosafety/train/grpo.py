@@ -365,8 +365,8 @@ class GRPOTrainer:
                 param.requires_grad_(False)
         if cfg.gradient_checkpointing:
             getattr(model, "base", model).activation_checkpointing_enable({"use_reentrant": False})
-        groups = trainable_groups(model, cfg)
-        self.trainable = [param for group in groups for param in group["params"]]
+        param_groups = trainable_groups(model, cfg)
+        self.trainable = [param for group in param_groups for param in group["params"]]
 
         self.records = read_records(cfg.data, GRPORecord)
         if not self.records:
@@ -379,7 +379,7 @@ class GRPOTrainer:
         total_steps = rounds_per_epoch * cfg.epochs * grpo.num_iterations
         self.total_steps = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
 
-        self.optimizer, self.scheduler = make_optimizer(groups, cfg, self.total_steps)
+        self.optimizer, self.scheduler = make_optimizer(param_groups, cfg, self.total_steps)
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
         accelerator.register_for_checkpointing(self.scheduler)
         self.manual_reduce = self.world > 1 and accelerator.distributed_type in (DistributedType.MULTI_CPU,
@@ -389,7 +389,7 @@ class GRPOTrainer:
                                       "would need the engine's own gradient reduction here")
         self.unwrapped = accelerator.unwrap_model(self.model)
         base = getattr(self.unwrapped, "base", self.unwrapped)
-        self.visual = VisualCheck(base, *([] if self.ref is None else [getattr(self.ref, "base", self.ref)]))
+        self.visual_check = VisualCheck(base, *([] if self.ref is None else [getattr(self.ref, "base", self.ref)]))
         tokenizer = self.llm.processor.tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         from videosafety.train.alarm import end_of_turn_id_of
@@ -440,7 +440,7 @@ class GRPOTrainer:
     @contextmanager
     def _forward_pass(self, batch: dict, has_video: bool, what: str):
         """VisualCheck around one forward pass, announced to the callbacks."""
-        with self.visual.expect(batch, has_video, what):
+        with self.visual_check.expect(batch, has_video, what):
             for callback in self.callbacks:
                 callback.on_pass_begin(what, has_video)
             try:
@@ -650,7 +650,7 @@ class GRPOTrainer:
             finished = train_loop(self, desc="stage grpo", show=("reward", "reward_format"), progress=self.progress,
                                   stop_after_steps=stop_after_steps)
         finally:
-            self.visual.close()
+            self.visual_check.close()
         if finished:
             finish_run(self.accelerator, out, self.trainable, self.unwrapped, self.llm.processor,
                        note=f"dropped {self.dropped} prompt(s) with bad videos" if self.dropped else None)

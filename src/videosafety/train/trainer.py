@@ -195,8 +195,8 @@ class SFTTrainer:
             add_lora(self.llm.model, cfg.lora)
         if cfg.gradient_checkpointing:
             getattr(model, "base", model).activation_checkpointing_enable({"use_reentrant": False})
-        groups = trainable_groups(model, cfg)
-        self.trainable = [param for group in groups for param in group["params"]]
+        param_groups = trainable_groups(model, cfg)
+        self.trainable = [param for group in param_groups for param in group["params"]]
 
         records = read_records(cfg.data, CoTRecord if cfg.stage == "cot" else SFTRecord)
         builder = ExampleBuilder(self.llm, root=Path(cfg.data).parent, budget=cfg.budget, max_length=cfg.max_length,
@@ -211,7 +211,7 @@ class SFTTrainer:
         total_steps = math.ceil(micro_batches_per_epoch / self.accumulation) * cfg.epochs
         self.total_steps = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
 
-        self.optimizer, self.scheduler = make_optimizer(groups, cfg, self.total_steps)
+        self.optimizer, self.scheduler = make_optimizer(param_groups, cfg, self.total_steps)
         # The scheduler stays unprepared: accelerate would step it once per process per step, but
         # total_steps already counts optimizer steps. It is registered so checkpoints carry it.
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
