@@ -228,7 +228,7 @@ def main() -> None:
                       output_dir=str(args.work / "ours-out"))
     ours = GRPOTrainer(cfg, progress=False)
     ours.dropped = 0
-    ours._setup()
+    ours.setup()
     ours_base = getattr(ours.unwrapped, "base", ours.unwrapped)
     if not args.free_length:
         # _generate builds a fresh GenerationConfig (min_new_tokens would not reach it) but keeps
@@ -240,7 +240,7 @@ def main() -> None:
     ours._generate = m_ours.timed("generation", ours._generate, phase="gen")
     ours._fixed_logps = m_ours.timed("reference", ours._fixed_logps)
     real_score = vrewards.score
-    vrewards.score = m_ours.timed("reward", real_score)  # _make_group imports it at call time
+    vrewards.score = m_ours.timed("reward", real_score)  # grpo looks it up at call time
     hooks = [m_ours.hook(language_model(ours.unwrapped), "policy"), m_ours.hook(language_model(ours.ref), "ref")]
 
     def our_step(k: int) -> tuple[float, float, dict]:
@@ -267,7 +267,7 @@ def main() -> None:
         max_steps=rounds, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
         log_completions=False, dataloader_num_workers=0, model_init_kwargs={"dtype": "float32"},
         generation_kwargs={**({} if args.free_length else {"min_new_tokens": T}),
-                           "suppress_tokens": list(ours.never)},
+                           "suppress_tokens": list(ours.media_placeholder_ids)},
     )
     m_trl = Meter()
     tr = TRLGRPOTrainer(model=str(model_dir), reward_funcs=[trl_reward], args=targs,

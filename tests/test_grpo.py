@@ -17,7 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from videosafety.configs import resolve_config
 from videosafety.train.config import load_config
 from videosafety.train.grpo import (
     ADV_EPS,
+    GRPOCallback,
     GRPOTrainer,
     VisualCheck,
     aggregate,
@@ -177,10 +177,10 @@ def test_first_iteration_gradient_is_advantage_weighted_log_likelihood():
     """num_iterations = 1: pi_old = pi detached, rho = 1, the clip never acts, and the gradient of
     the loss is -A * grad(log pi) averaged per completion then over completions (plus the KL
     term's beta * (1 - pi_ref/pi) * grad(log pi))."""
-    g = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
     n, t, v = 4, 5, 7
-    theta = torch.randn(n, t, v, generator=g, requires_grad=True)
-    tokens = torch.randint(0, v, (n, t), generator=g)
+    theta = torch.randn(n, t, v, generator=gen, requires_grad=True)
+    tokens = torch.randint(0, v, (n, t), generator=gen)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]])
     adv = group_advantages(torch.tensor([1.0, 0.0, 3.0, 0.5]), 2)
 
@@ -208,7 +208,7 @@ def test_first_iteration_gradient_is_advantage_weighted_log_likelihood():
 
     # with the KL term, on the log-probabilities themselves: d loss / d logp_it by hand
     logp = logp_of(theta).detach().requires_grad_(True)
-    ref = logp.detach() + torch.randn(n, t, generator=g) * 0.3
+    ref = logp.detach() + torch.randn(n, t, generator=gen) * 0.3
     per_token, _, _ = grpo_token_loss(logp, logp.detach(), ref, adv, epsilon=0.2, epsilon_high=None, beta=0.04)
     aggregate(per_token, mask, "sequence", num_completions=n, num_tokens=int(mask.sum())).backward()
     lengths = mask.sum(1, keepdim=True).float()
@@ -305,68 +305,106 @@ def log_of(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture
-def passes(monkeypatch):
-    """Records every pass VisualCheck.expect announces (what, has_video) and, per pass, the
-    vision-encoder calls and the patches they encoded, seen by hooks of our own on the policy's
-    and the reference's `model.visual`; also the GRPO groups made and the trainer."""
-    state = {"current": None, "log": [], "groups": [], "trainer": None, "outside": 0, "sampled": []}
-    orig_expect, orig_setup, orig_group = VisualCheck.expect, GRPOTrainer._setup, GRPOTrainer._make_group
+class PassRecorder(GRPOCallback):
+    """Records every forward pass the trainer announces (what, has_video) and, per pass, the
+    vision-encoder calls and the patches they encoded, seen by forward hooks of our own on the
+    policy's and the reference's `model.visual`; for alarm models, whether the language model got
+    the alarm vectors at the alarm tokens (hooks of our own again). Also the trainer, the groups
+    of every round, and generate's own logits (the sampler's distribution, to compare with the
+    scorer's): the policy's public `generate` is wrapped to return them too."""
 
-    def hook(name):
-        def count(module, args, kwargs, output):
-            if state["current"] is None:
-                state["outside"] += 1
-                return
-            x = args[0] if args else kwargs["hidden_states"]
-            state["current"]["vision"][name] += 1
-            state["current"]["patches"] += int(x.shape[0])
-        return count
+    def __init__(self):
+        self.current = None  # the pass under way
+        self.log, self.groups, self.sampled = [], [], []
+        self.trainer = None
+        self.outside = 0  # vision-encoder calls outside any announced pass
+        self.alarm_forwards = []  # (pass, alarm_positions given, heads, every row holds both alarm tokens)
+        self.lora_layers = []
 
-    def setup(self):
-        orig_setup(self)
-        state["trainer"] = self
-        generate = self.unwrapped.generate
+    def on_setup(self, trainer):
+        from peft.tuners.lora import LoraLayer
 
-        def generate_keeping_logits(**kw):  # the sampler's own logits, to compare with the scorer's
+        self.trainer = trainer
+        policy = trainer.unwrapped
+        self.lora_layers = [m for m in policy.modules() if isinstance(m, LoraLayer)]
+        generate = policy.generate
+
+        def generate_keeping_logits(**kw):
             gen = copy.deepcopy(kw["generation_config"])
             gen.update(output_logits=True, return_dict_in_generate=True)
             out = generate(**{**kw, "generation_config": gen})
             prompt = kw["input_ids"].shape[1]
-            state["sampled"].append((out.sequences[:, prompt:].cpu(), torch.stack(out.logits, 1).float().cpu()))
+            self.sampled.append((out.sequences[:, prompt:].cpu(), torch.stack(out.logits, 1).float().cpu()))
             return out.sequences
 
-        self.unwrapped.generate = generate_keeping_logits
-        base = getattr(self.unwrapped, "base", self.unwrapped)
-        base.model.visual.register_forward_hook(hook("policy"), with_kwargs=True)
-        if self.ref is not None:
-            getattr(self.ref, "base", self.ref).model.visual.register_forward_hook(hook("ref"), with_kwargs=True)
+        policy.generate = generate_keeping_logits
+        for name, model in (("policy", policy), ("ref", trainer.ref)):
+            if model is None:
+                continue
+            base = getattr(model, "base", model)
+            base.model.visual.register_forward_hook(self._count_vision(name), with_kwargs=True)
+            if hasattr(model, "alarm_vectors"):
+                self._watch_alarms(model, base)
 
-    @contextmanager
-    def expect(self, batch, has_video, what):
-        entry = {"what": what, "has_video": has_video, "vision": {"policy": 0, "ref": 0}, "patches": 0,
-                 "alarm_hits": 0}
-        state["log"].append(entry)
-        with orig_expect(self, batch, has_video, what):
-            state["current"] = entry
-            try:
-                yield
-            finally:
-                state["current"] = None
+    def _count_vision(self, name):
+        def count(module, args, kwargs, output):
+            if self.current is None:
+                self.outside += 1
+                return
+            x = args[0] if args else kwargs["hidden_states"]
+            self.current["vision"][name] += 1
+            self.current["patches"] += int(x.shape[0])
+        return count
 
-    def make_group(self, *args, **kwargs):
-        grp = orig_group(self, *args, **kwargs)
-        state["groups"].append(grp)
-        return grp
+    def _watch_alarms(self, alarm_model, base):
+        ids = alarm_model.alarm
+        last_ids = {}
 
-    monkeypatch.setattr(GRPOTrainer, "_setup", setup)
-    monkeypatch.setattr(VisualCheck, "expect", expect)
-    monkeypatch.setattr(GRPOTrainer, "_make_group", make_group)
-    return state
+        def keep_ids(module, args, kwargs):
+            last_ids["ids"] = kwargs.get("input_ids")
+
+        def check_embeddings(module, args, kwargs):  # what the language model gets at the alarm tokens
+            x, embeds = last_ids["ids"], kwargs["inputs_embeds"]
+            if x is None:
+                return
+            hit = (x == ids.visual) | (x == ids.textual)
+            if not hit.any():
+                return
+            vectors = alarm_model.alarm_vectors
+            want = torch.where((x == ids.textual).unsqueeze(-1), vectors[1], vectors[0])
+            if torch.equal(embeds[hit], want.to(embeds.dtype)[hit]):
+                self.current["alarm_hits"] += 1
+
+        def forward_call(module, args, kwargs):
+            x = kwargs["input_ids"]
+            both = bool(((x == ids.visual).sum(1) == 1).all() and ((x == ids.textual).sum(1) == 1).all())
+            self.alarm_forwards.append((self.current["what"], kwargs.get("alarm_positions") is not None,
+                                        kwargs.get("heads", True), both))
+
+        base.model.register_forward_pre_hook(keep_ids, with_kwargs=True)
+        base.model.language_model.register_forward_pre_hook(check_embeddings, with_kwargs=True)
+        alarm_model.register_forward_pre_hook(forward_call, with_kwargs=True)
+
+    def on_pass_begin(self, what, has_video):
+        self.current = {"what": what, "has_video": has_video, "vision": {"policy": 0, "ref": 0}, "patches": 0,
+                        "alarm_hits": 0,  # whether each of the policy's LoRA layers is on (None: no LoRA)
+                        "adapters_on": [not m.disable_adapters for m in self.lora_layers] or None}
+        self.log.append(self.current)
+
+    def on_pass_end(self, what):
+        self.current = None
+
+    def on_round(self, groups):
+        self.groups.extend(groups)
 
 
-def _patches(grp) -> int:
-    return int(grp.full["pixel_values_videos"].shape[0])
+@pytest.fixture
+def passes():
+    return PassRecorder()
+
+
+def _patches(group) -> int:
+    return int(group.full["pixel_values_videos"].shape[0])
 
 
 # ---------------------------------------------------------------- learning
@@ -408,19 +446,20 @@ def test_video_reaches_every_forward_pass(data, model_dir, tmp_path, passes):
     reference's own encoder for the reference pass); the text-only group's passes never do."""
     cfg = cfg_for(data, model_dir, tmp_path / "run", data="mixed_4.jsonl", max_steps=2, **SMALL,
                   **{"grpo.num_iterations": 2, "grpo.prompts_per_step": 4, "lr.llm": 1e-2})
-    run_grpo(cfg, progress=False)
-    trainer, groups = passes["trainer"], passes["groups"]
-    assert len(groups) == 4 and sorted(g.has_video for g in groups) == [False, True, True, True]
-    assert len({g.full["input_ids"].shape[1] - g.completion_ids.shape[1] for g in groups}) > 1  # lengths differ
+    run_grpo(cfg, progress=False, callbacks=[passes])
+    trainer, groups = passes.trainer, passes.groups
+    assert len(groups) == 4 and sorted(group.has_video for group in groups) == [False, True, True, True]
+    prompt_lengths = {group.full["input_ids"].shape[1] - group.completion_ids.shape[1] for group in groups}
+    assert len(prompt_lengths) > 1  # prompts of different lengths
     assert vision_modules(trainer.unwrapped) == [trainer.unwrapped.model.visual]
-    log = passes["log"]
-    assert passes["outside"] == 0
+    log = passes.log
+    assert passes.outside == 0
     gens = [e for e in log if e["what"] == "generation"]
     rest = [e for e in log if e["what"] != "generation"]
     assert log[:len(gens)] == gens and 1 <= len(gens) <= 4
     # sampling: every video prompt's G rows encoded, once
     assert all(e["vision"] == {"policy": int(e["has_video"]), "ref": 0} for e in gens), gens
-    assert sum(e["patches"] for e in gens) == sum(_patches(g) for g in groups if g.has_video)
+    assert sum(e["patches"] for e in gens) == sum(_patches(group) for group in groups if group.has_video)
     # then per group old and reference log-probs, then two policy passes per group
     want = [*[(w, i) for i in range(4) for w in ("old log-probs", "reference log-probs")],
             *[("policy log-probs", i) for _ in range(2) for i in range(4)]]
@@ -433,37 +472,37 @@ def test_video_reaches_every_forward_pass(data, model_dir, tmp_path, passes):
             assert e["patches"] == _patches(groups[i]) > 0, (e, i)  # the group's whole video, every row
         else:
             assert e["vision"] == {"policy": 0, "ref": 0} and "pixel_values_videos" not in groups[i].full, e
-    assert trainer.visual.calls == sum(e["has_video"] for e in log)  # VisualCheck's own count agrees
+    assert trainer.visual_check.calls == sum(e["has_video"] for e in log)  # VisualCheck's own count agrees
 
     # the sampler's distribution is the one scored: the log-probabilities of the sampled tokens
     # under generate's own logits equal pi_old's (same weights), whatever the batching and padding
-    sampled = [(c[r], lp[r]) for c, lp in passes["sampled"] for r in range(len(c))]
+    sampled = [(c[r], lp[r]) for c, lp in passes.sampled for r in range(len(c))]
     assert len(sampled) == 4 * 2
-    for grp in groups:
-        for r in range(len(grp.texts)):
-            m = grp.mask[r].bool()
-            toks = grp.completion_ids[r][m]
+    for group in groups:
+        for r in range(len(group.texts)):
+            m = group.mask[r].bool()
+            toks = group.completion_ids[r][m]
             hits = [lp for c, lp in sampled if torch.equal(c[:len(toks)], toks)]
-            assert len(hits) == 1, (grp.record_id, r)
+            assert len(hits) == 1, (group.record_id, r)
             gen_logp = torch.log_softmax(hits[0][:len(toks)], -1).gather(-1, toks.unsqueeze(-1)).squeeze(-1)
-            torch.testing.assert_close(grp.old_logp[r][m], gen_logp, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(group.old_logp[r][m], gen_logp, rtol=1e-4, atol=1e-4)
 
     # the per-token log-probabilities line up with the completion tokens: recompute the
     # reference's by hand from a plain forward over the whole sequence (the reference is frozen)
-    for grp in groups:
-        prompt_len = grp.full["input_ids"].shape[1] - grp.completion_ids.shape[1]
+    for group in groups:
+        prompt_len = group.full["input_ids"].shape[1] - group.completion_ids.shape[1]
         with torch.no_grad():
-            logits = trainer.ref(**grp.full, use_cache=False).logits.float()
+            logits = trainer.ref(**group.full, use_cache=False).logits.float()
         ref = torch.log_softmax(logits[:, prompt_len - 1:-1], -1)
-        ref = ref.gather(-1, grp.completion_ids.unsqueeze(-1)).squeeze(-1)
-        torch.testing.assert_close(grp.ref_logp, ref, rtol=1e-4, atol=1e-4)
-        assert grp.old_logp.shape == grp.ref_logp.shape == grp.mask.shape
+        ref = ref.gather(-1, group.completion_ids.unsqueeze(-1)).squeeze(-1)
+        torch.testing.assert_close(group.ref_logp, ref, rtol=1e-4, atol=1e-4)
+        assert group.old_logp.shape == group.ref_logp.shape == group.mask.shape
     assert all(not p.requires_grad for p in trainer.ref.parameters())
     # both steps reuse the batch. First: pi_old = pi, rho = 1, the loss is -mean(A) = 0 (KL 0 too).
     # Second: pi moved, rho != 1, the loss is no longer 0
     log = log_of(tmp_path / "run")
     assert [r["iteration"] for r in log] == [0, 1] and all(r["completions"] == 8 for r in log)
-    assert any(g.advantages.abs().sum() > 0 for g in groups)
+    assert any(group.advantages.abs().sum() > 0 for group in groups)
     assert abs(log[0]["loss"]) < 1e-6 and log[0]["kl"] < 1e-6 and log[0]["clip_fraction"] == 0
     assert abs(log[1]["loss"]) > 1e-4 and log[1]["kl"] > 0
 
@@ -489,8 +528,8 @@ def test_safety_records_with_the_shipped_tiny_config(data, model_dir, tmp_path):
 
 def test_text_only_groups_never_claim_video(data, model_dir, tmp_path, passes):
     cfg = cfg_for(data, model_dir, tmp_path / "run", data="text_test_ascii.jsonl", max_steps=1, **SMALL)
-    run_grpo(cfg, progress=False)
-    assert passes["log"] and all(not e["has_video"] and e["vision"] == {"policy": 0, "ref": 0} for e in passes["log"])
+    run_grpo(cfg, progress=False, callbacks=[passes])
+    assert passes.log and all(not e["has_video"] and e["vision"] == {"policy": 0, "ref": 0} for e in passes.log)
 
 
 def test_visual_check_fails_when_video_is_lost(data, model_dir, tmp_path, monkeypatch):
@@ -626,36 +665,20 @@ def alarm_ckpt(model_dir, tmp_path_factory):
     llm = HFVideoLLM(model_dir, device="cpu", dtype="float32")
     ids = register_alarm_tokens(llm.processor, llm.model)
     am = AlarmModel(llm.model, ids)
-    g = torch.Generator().manual_seed(1)
+    gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in (am.alarm_vectors, *am.visual_head.parameters(), *am.textual_head.parameters()):
-            p.copy_(torch.randn(p.shape, generator=g))
+            p.copy_(torch.randn(p.shape, generator=gen))
     return am.save_pretrained(tmp_path_factory.mktemp("alarm") / "ckpt", processor=llm.processor), ids
 
 
-def test_grpo_from_an_alarm_checkpoint_trains_the_llm_only(data, alarm_ckpt, tmp_path, passes, monkeypatch):
-    from videosafety.train.alarm import AlarmModel, is_alarm_checkpoint
+def test_grpo_from_an_alarm_checkpoint_trains_the_llm_only(data, alarm_ckpt, tmp_path, passes):
+    from videosafety.train.alarm import is_alarm_checkpoint
 
     ckpt, ids = alarm_ckpt
-    seen = []
-    orig_sub, orig_fwd = AlarmModel._substitute, AlarmModel.forward
-
-    def substitute(self, module, args, kwargs, output):
-        res = orig_sub(self, module, args, kwargs, output)
-        if res is not None and passes["current"] is not None:
-            passes["current"]["alarm_hits"] += 1
-        return res
-
-    def forward(self, alarm_positions=None, *, heads=True, **batch):
-        x = batch["input_ids"]
-        seen.append((passes["current"]["what"], alarm_positions is not None, heads,
-                     bool(((x == ids.visual).sum(1) == 1).all() and ((x == ids.textual).sum(1) == 1).all())))
-        return orig_fwd(self, alarm_positions, heads=heads, **batch)
-
-    monkeypatch.setattr(AlarmModel, "_substitute", substitute)
-    monkeypatch.setattr(AlarmModel, "forward", forward)
     out = tmp_path / "grpo"
-    final = run_grpo(cfg_for(data, ckpt, out, data="video_ascii_8.jsonl", max_steps=2, **SMALL), progress=False)
+    final = run_grpo(cfg_for(data, ckpt, out, data="video_ascii_8.jsonl", max_steps=2, **SMALL), progress=False,
+                     callbacks=[passes])
     assert is_alarm_checkpoint(final)
     before, after = state_of(ckpt), state_of(final)
     assert before.keys() == after.keys()
@@ -665,43 +688,36 @@ def test_grpo_from_an_alarm_checkpoint_trains_the_llm_only(data, alarm_ckpt, tmp
         assert torch.equal(before[k], after[k]), k
     assert any(not torch.equal(before[k], after[k]) for k in before if "layers" in k and "visual" not in k)
 
-    # every pass ran with the alarm vectors in place of the alarm tokens, and with the video
-    assert passes["log"] and {e["what"] for e in passes["log"]} == {"generation", "reference log-probs",
-                                                                   "policy log-probs"}
-    assert all(e["alarm_hits"] >= 1 for e in passes["log"]), passes["log"]
-    assert all(sum(e["vision"].values()) == 1 for e in passes["log"]), passes["log"]
+    # every pass ran with the alarm vectors in place of the alarm tokens (what the language model
+    # got there), and with the video
+    assert passes.log and {e["what"] for e in passes.log} == {"generation", "reference log-probs",
+                                                              "policy log-probs"}
+    assert all(e["alarm_hits"] >= 1 for e in passes.log), passes.log
+    assert all(sum(e["vision"].values()) == 1 for e in passes.log), passes.log
     # reference and policy passes: AlarmModel.forward with positions, every row holding both tokens
-    assert sorted(w for w, *_ in seen) == sorted(e["what"] for e in passes["log"] if e["what"] != "generation")
+    seen = passes.alarm_forwards
+    assert sorted(w for w, *_ in seen) == sorted(e["what"] for e in passes.log if e["what"] != "generation")
     assert all(has_pos and not heads and both for _, has_pos, heads, both in seen), seen
     # completions never contain the alarm tokens (they are suppressed)
-    for grp in passes["groups"]:
-        assert not ((grp.completion_ids == ids.visual) | (grp.completion_ids == ids.textual)).any()
+    for group in passes.groups:
+        assert not ((group.completion_ids == ids.visual) | (group.completion_ids == ids.textual)).any()
 
 
 # ---------------------------------------------------------------- LoRA
 
-def test_lora_reference_is_the_adapter_disabled_model(data, model_dir, tmp_path, passes, monkeypatch):
-    from videosafety.train import lora
-
-    disabled = []
-    orig = lora.adapters_disabled
-
-    @contextmanager
-    def counting(model):
-        disabled.append(passes["current"] is None)  # entered before the pass begins
-        with orig(model) as m:
-            yield m
-
-    monkeypatch.setattr(lora, "adapters_disabled", counting)
+def test_lora_reference_is_the_adapter_disabled_model(data, model_dir, tmp_path, passes):
     cfg = cfg_for(data, model_dir, tmp_path / "lora", data="video_ascii_8.jsonl", max_steps=2,
                   gradient_checkpointing=True, lora="{r: 4, alpha: 8, dropout: 0.0}",
                   **{"lr.llm": 1e-2}, **SMALL)
-    trainer = GRPOTrainer(cfg, progress=False)
+    trainer = GRPOTrainer(cfg, progress=False, callbacks=[passes])
     final = trainer.train()
     assert trainer.ref is None  # no frozen copy of the weights
-    refs = [e for e in passes["log"] if e["what"] == "reference log-probs"]
-    assert len(refs) == len(disabled) == 4 and all(disabled)  # 2 steps x 2 prompts
-    assert all(e["vision"] == {"policy": 1, "ref": 0} for e in passes["log"])
+    refs = [e for e in passes.log if e["what"] == "reference log-probs"]
+    assert len(refs) == 4  # 2 steps x 2 prompts
+    # the adapters are off for every reference pass and on for every other pass
+    assert all(e["adapters_on"] is not None and set(e["adapters_on"]) == {e["what"] != "reference log-probs"}
+               for e in passes.log), passes.log
+    assert all(e["vision"] == {"policy": 1, "ref": 0} for e in passes.log)
     log = log_of(tmp_path / "lora")
     # adapters start at zero: the reference equals the policy at step 1, not after an update
     assert log[0]["kl"] < 1e-8 and log[1]["kl"] > 0, log
@@ -715,9 +731,9 @@ def test_lora_reference_is_the_adapter_disabled_model(data, model_dir, tmp_path,
 def test_token_logprobs_equals_the_full_log_softmax():
     from videosafety.train.grpo import token_logprobs
 
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 5, 11, generator=g, requires_grad=True)
-    ids = torch.randint(0, 11, (3, 5), generator=g)
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=gen, requires_grad=True)
+    ids = torch.randint(0, 11, (3, 5), generator=gen)
     want = torch.log_softmax(logits / 0.7, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     got = token_logprobs(logits, ids, 0.7)
     torch.testing.assert_close(got, want)

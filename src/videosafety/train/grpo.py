@@ -26,6 +26,12 @@ The reference is a frozen copy of the starting model (β > 0), or the same model
 adapters disabled. Data parallel works like the SFT trainer: each process rewards its own
 groups (a group never spans processes), gradients are summed by one explicit all-reduce per
 step, and loss normalisers are global counts.
+
+The file reads: the pure parts (advantages, masks, the per-token objective, aggregation), the
+visual check, batches and groups, what a round and a step report (one log row per step), then
+the trainer: setup, one round's data, one optimizer step. Resume, log rows, checkpoints and the
+final save are the run loop's (train/loop.py), shared with the SFT trainer. `GRPOCallback`s see
+each pass and each round (tests and benchmarks observe the trainer through them).
 """
 
 from __future__ import annotations
@@ -33,15 +39,33 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
+from accelerate.utils import DistributedType, set_seed
+from transformers import GenerationConfig
 
+# rewards.score is looked up at call time: benchmarks/bench_grpo.py times it by replacing it.
+from videosafety import rewards as reward_registry
+from videosafety import video as vio
 from videosafety.models.base import ModelInput
 from videosafety.train.config import TrainConfig
+from videosafety.train.data import EpochSampler, record_input
+from videosafety.train.lora import adapters_disabled, add_lora
+from videosafety.train.loop import FINAL_DIR, Chunk, finish_run, train_loop
+from videosafety.train.records import GRPORecord, read_records
+from videosafety.train.trainer import (
+    load_for_stage,
+    make_accelerator,
+    make_optimizer,
+    sum_over_processes,
+    trainable_groups,
+)
 
+COMPLETIONS_FILE = "completions.jsonl"
 ADV_EPS = 1e-4  # spec: A = (r - mean) / (std + 1e-4)
 
 
@@ -51,20 +75,20 @@ def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """(N,) rewards, N a multiple of group_size, consecutive rows one group -> (N,) advantages."""
     if rewards.numel() % group_size:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
-    g = rewards.float().view(-1, group_size)
-    adv = (g - g.mean(dim=1, keepdim=True)) / (g.std(dim=1, keepdim=True) + ADV_EPS)
-    return adv.view(-1)
+    grouped = rewards.float().view(-1, group_size)
+    advantages = (grouped - grouped.mean(dim=1, keepdim=True)) / (grouped.std(dim=1, keepdim=True) + ADV_EPS)
+    return advantages.view(-1)
 
 
 def completion_mask(completion_ids: torch.Tensor, stop_ids: set[int]) -> torch.Tensor:
     """(N, T) ids -> (N, T) 0/1 mask: tokens up to and including the first stop token; a row
     without one keeps all T tokens (cut at max_new_tokens)."""
     is_stop = torch.zeros_like(completion_ids, dtype=torch.bool)
-    for s in stop_ids:
-        is_stop |= completion_ids == s
-    n, t = completion_ids.shape
-    first = torch.where(is_stop.any(dim=1), is_stop.float().argmax(dim=1), torch.full((n,), t - 1))
-    return (torch.arange(t).unsqueeze(0) <= first.unsqueeze(1)).long()
+    for stop_id in stop_ids:
+        is_stop |= completion_ids == stop_id
+    rows, width = completion_ids.shape
+    first = torch.where(is_stop.any(dim=1), is_stop.float().argmax(dim=1), torch.full((rows,), width - 1))
+    return (torch.arange(width).unsqueeze(0) <= first.unsqueeze(1)).long()
 
 
 def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -73,8 +97,8 @@ def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float =
     recipe's scale."""
     rows = []
     for row_logits, row_ids in zip(logits, ids):
-        x = row_logits.float() / temperature
-        rows.append(x.gather(-1, row_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(x, dim=-1))
+        scaled = row_logits.float() / temperature
+        rows.append(scaled.gather(-1, row_ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(scaled, dim=-1))
     return torch.stack(rows)
 
 
@@ -85,8 +109,8 @@ def grpo_token_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.
     tensor of where the clip acted. logp carries the gradient."""
     ratio = torch.exp(logp - old_logp)
     adv = advantages.unsqueeze(1)
-    hi = epsilon if epsilon_high is None else epsilon_high
-    clipped_ratio = torch.clamp(ratio, 1 - epsilon, 1 + hi)
+    upper = epsilon if epsilon_high is None else epsilon_high
+    clipped_ratio = torch.clamp(ratio, 1 - epsilon, 1 + upper)
     unclipped, clipped = ratio * adv, clipped_ratio * adv
     objective = torch.minimum(unclipped, clipped)
     if ref_logp is not None and beta:
@@ -121,11 +145,11 @@ def vision_modules(base) -> list[torch.nn.Module]:
 
     vision = {id(p) for p in vision_parameters(base)}
     inner = getattr(base, "model", base)
-    mods = [child for _, child in inner.named_children()
-            if any(True for _ in child.parameters()) and all(id(p) in vision for p in child.parameters())]
-    if not mods:
+    modules = [child for _, child in inner.named_children()
+               if any(True for _ in child.parameters()) and all(id(p) in vision for p in child.parameters())]
+    if not modules:
         raise TypeError(f"cannot find the vision modules of {type(base).__name__}")
-    return mods
+    return modules
 
 
 class VisualCheck:
@@ -134,7 +158,7 @@ class VisualCheck:
 
     def __init__(self, *bases):
         self.calls = 0
-        self._handles = [m.register_forward_hook(self._hook) for b in bases for m in vision_modules(b)]
+        self._handles = [module.register_forward_hook(self._hook) for base in bases for module in vision_modules(base)]
 
     def _hook(self, *_):
         self.calls += 1
@@ -151,8 +175,8 @@ class VisualCheck:
                                "ran: the pass was computed without the video")
 
     def close(self) -> None:
-        for h in self._handles:
-            h.remove()
+        for handle in self._handles:
+            handle.remove()
 
 
 # ---------------------------------------------------------------- batches
@@ -169,21 +193,21 @@ def extend_with_completions(prompt: dict, completion_ids: torch.Tensor, mask: to
     ids = prompt["input_ids"]
     rows, length = ids.shape
     out = dict(prompt)
-    for k in _per_token_keys(prompt, rows, length):
-        v = prompt[k]
-        if k == "input_ids":
-            tail = completion_ids.to(v.dtype)
-        elif k == "attention_mask":
-            tail = mask.to(v.dtype)
+    for key in _per_token_keys(prompt, rows, length):
+        tensor = prompt[key]
+        if key == "input_ids":
+            tail = completion_ids.to(tensor.dtype)
+        elif key == "attention_mask":
+            tail = mask.to(tensor.dtype)
         else:
-            tail = v.new_zeros((rows, completion_ids.shape[1], *v.shape[2:]))
-        out[k] = torch.cat([v, tail], dim=1)
+            tail = tensor.new_zeros((rows, completion_ids.shape[1], *tensor.shape[2:]))
+        out[key] = torch.cat([tensor, tail], dim=1)
     if "attention_mask" not in out:
         out["attention_mask"] = torch.cat([torch.ones_like(ids), mask.to(ids.dtype)], dim=1)
     return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class Group:
     """One prompt's G rows: the prompt batch with the completions appended. Groups are the unit
     of every log-probability pass: processor outputs are never split or merged across prompts,
@@ -204,79 +228,170 @@ class Group:
     ref_logp: torch.Tensor | None = None
 
 
+# ---------------------------------------------------------------- what a round and a step report
+
+REWARD_COMPONENTS = ("format", "rouge", "video_correct", "text_correct", "task")  # as rewards.score names them
+
+
+@dataclass(frozen=True)
+class RoundStats:
+    """A round's completions and groups, summed over every process (longest: the maximum)."""
+
+    reward: float
+    format: float  # reward components (REWARD_COMPONENTS), 0 where a problem type has none
+    rouge: float
+    video_correct: float
+    text_correct: float
+    task: float
+    completions: float
+    length: float  # completion tokens
+    groups: float
+    all_correct: float  # groups whose every completion got both labels right
+    all_wrong: float  # groups whose every completion got both labels wrong
+    zero_std: float  # groups of equal rewards: zero advantages, no learning signal
+    longest: int  # the longest completion, in tokens
+
+
+@dataclass(frozen=True)
+class PolicyUpdate:
+    """One optimizer step on a round, summed over every process."""
+
+    loss: float
+    kl: float  # summed over completion tokens
+    clipped: float  # completion tokens where the clip acted
+    tokens: float  # completion tokens
+    grad_norm: float | None
+    lr: list[float]  # per parameter group, after the step
+
+
+@dataclass(frozen=True)
+class GRPOStepStats:
+    """One optimizer step and the round it trained on: its log row."""
+
+    epoch: int
+    iteration: int  # which of the round's num_iterations steps
+    update: PolicyUpdate
+    round_stats: RoundStats
+    generation_seconds: float  # the round's sampling, rewards and fixed log-probabilities
+    seconds: float  # since the round began
+
+    def log_row(self, step: int) -> dict:
+        update, stats = self.update, self.round_stats
+        completions, groups, tokens = max(stats.completions, 1.0), max(stats.groups, 1.0), max(update.tokens, 1.0)
+        return {
+            "step": step, "epoch": self.epoch, "iteration": self.iteration,
+            "loss": round(update.loss, 6),
+            "reward": round(stats.reward / completions, 4),
+            "reward_format": round(stats.format / completions, 4),
+            "reward_rouge": round(stats.rouge / completions, 4),
+            "video_correct": round(stats.video_correct / completions, 4),
+            "text_correct": round(stats.text_correct / completions, 4),
+            "reward_task": round(stats.task / completions, 4),
+            "groups_all_correct": round(stats.all_correct / groups, 4),
+            "groups_all_wrong": round(stats.all_wrong / groups, 4),
+            "groups_zero_std": round(stats.zero_std / groups, 4),
+            "kl": round(update.kl / tokens, 6),
+            "clip_fraction": round(update.clipped / tokens, 4),
+            "completion_length_mean": round(stats.length / completions, 2),
+            "completion_length_max": stats.longest,
+            "completions": int(stats.completions),
+            "lr": [round(rate, 10) for rate in update.lr],
+            "grad_norm": None if update.grad_norm is None else round(update.grad_norm, 6),
+            "generation_seconds": round(self.generation_seconds, 3),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def round_seed(seed: int, round_index: int, rank: int) -> int:
+    """The sampling seed of a round on a process. It depends on these only, so a resumed run
+    draws the completions the uninterrupted run drew."""
+    return seed * 1_000_003 + round_index * 997 + rank
+
+
 # ---------------------------------------------------------------- the trainer
 
+class GRPOCallback:
+    """Hooks into a run, in the manner of TRL's callbacks: for inspection, tests and benchmarks.
+    Every method is optional; each runs on every process."""
+
+    def on_setup(self, trainer: GRPOTrainer) -> None:
+        """After setup, before the first round: models, optimizer and VisualCheck exist."""
+
+    def on_pass_begin(self, what: str, has_video: bool) -> None:
+        """Before a forward pass ("generation", "old log-probs", "reference log-probs", "policy
+        log-probs"), once VisualCheck has found the batch's pixel values."""
+
+    def on_pass_end(self, what: str) -> None:
+        """After the pass, before VisualCheck checks the vision encoder ran."""
+
+    def on_round(self, groups: list[Group]) -> None:
+        """A round's groups (completions, rewards, advantages, fixed log-probabilities), before the
+        optimizer steps on them."""
+
+
 class GRPOTrainer:
-    def __init__(self, cfg: TrainConfig, *, progress: bool = True):
+    """Stage 4. `train` resumes from the newest complete checkpoint in output_dir and returns the
+    folder of the final model."""
+
+    def __init__(self, cfg: TrainConfig, *, progress: bool = True, callbacks: Sequence[GRPOCallback] = ()):
         if cfg.stage != "grpo":
             raise ValueError(f"GRPOTrainer runs stage grpo, got {cfg.stage!r}")
-        self.cfg, self.g = cfg, cfg.grpo
+        self.cfg, self.grpo = cfg, cfg.grpo
         self.progress = progress
+        self.callbacks = list(callbacks)
         self.dropped = 0  # prompts whose video could not be read (on_bad_video: drop)
 
     # -- setup
-    def _setup(self):
-        from accelerate.utils import DistributedType, set_seed
-
-        from videosafety.train.records import GRPORecord, read_records
-        from videosafety.train.trainer import load_for_stage, make_accelerator, make_optimizer, trainable_groups
-
-        cfg, g = self.cfg, self.g
-        acc = self.acc = make_accelerator(cfg)
+    def setup(self) -> None:
+        cfg, grpo = self.cfg, self.grpo
+        self.accelerator = accelerator = make_accelerator(cfg)
         set_seed(cfg.seed)
-        self.world, self.rank = acc.num_processes, acc.process_index
-        if g.prompts_per_step % self.world:
-            raise ValueError(f"grpo.prompts_per_step={g.prompts_per_step} is not a multiple of the "
+        self.world, self.rank = accelerator.num_processes, accelerator.process_index
+        if grpo.prompts_per_step % self.world:
+            raise ValueError(f"grpo.prompts_per_step={grpo.prompts_per_step} is not a multiple of the "
                              f"{self.world} processes")
-        self.per_rank = g.prompts_per_step // self.world
+        self.per_rank = grpo.prompts_per_step // self.world
 
         loaded = load_for_stage(cfg)
         self.llm, self.alarm = loaded.llm, loaded.alarm
         model = loaded.model
         model.train()
         if cfg.lora is not None:
-            from videosafety.train.lora import add_lora
-
             add_lora(self.llm.model, cfg.lora)
         self.ref = None
-        if g.beta and cfg.lora is None:
+        if grpo.beta and cfg.lora is None:
             self.ref = copy.deepcopy(model).eval()  # frozen copy of the starting model
-            for p in self.ref.parameters():
-                p.requires_grad_(False)
+            for param in self.ref.parameters():
+                param.requires_grad_(False)
         if cfg.gradient_checkpointing:
             getattr(model, "base", model).activation_checkpointing_enable({"use_reentrant": False})
-        groups = trainable_groups(model, cfg)
-        self.trainable = [p for grp in groups for p in grp["params"]]
+        param_groups = trainable_groups(model, cfg)
+        self.trainable = [param for group in param_groups for param in group["params"]]
 
         self.records = read_records(cfg.data, GRPORecord)
         if not self.records:
             raise ValueError(f"{cfg.data}: no records")
-        from videosafety.train.data import EpochSampler
-
         self.sampler = EpochSampler(len(self.records), seed=cfg.seed, rank=self.rank, world=self.world)
         rounds_per_epoch = len(self.sampler.order(0)) // self.per_rank
         if rounds_per_epoch == 0:
             raise ValueError(f"{cfg.data}: {len(self.records)} records give no full round of "
-                             f"{g.prompts_per_step} prompts")
-        self.rounds_per_epoch = rounds_per_epoch
-        total = rounds_per_epoch * cfg.epochs * g.num_iterations
-        if cfg.max_steps is not None:
-            total = min(total, cfg.max_steps)
-        self.total_steps = total
+                             f"{grpo.prompts_per_step} prompts")
+        total_steps = rounds_per_epoch * cfg.epochs * grpo.num_iterations
+        self.total_steps = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
 
-        self.optimizer, self.scheduler = make_optimizer(groups, cfg, total)
-        self.model, self.optimizer = acc.prepare(model, self.optimizer)
-        acc.register_for_checkpointing(self.scheduler)
-        self.manual_reduce = self.world > 1 and acc.distributed_type in (DistributedType.MULTI_CPU,
-                                                                         DistributedType.MULTI_GPU)
+        self.optimizer, self.scheduler = make_optimizer(param_groups, cfg, self.total_steps)
+        self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.manual_reduce = self.world > 1 and accelerator.distributed_type in (DistributedType.MULTI_CPU,
+                                                                                 DistributedType.MULTI_GPU)
         if self.world > 1 and not self.manual_reduce:
             raise NotImplementedError("stage grpo supports single-process and DDP runs; FSDP/DeepSpeed "
                                       "would need the engine's own gradient reduction here")
-        self.unwrapped = acc.unwrap_model(self.model)
+        self.unwrapped = accelerator.unwrap_model(self.model)
         base = getattr(self.unwrapped, "base", self.unwrapped)
-        self.visual = VisualCheck(base, *([] if self.ref is None else [getattr(self.ref, "base", self.ref)]))
-        tok = self.llm.processor.tokenizer
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.visual_check = VisualCheck(base, *([] if self.ref is None else [getattr(self.ref, "base", self.ref)]))
+        tokenizer = self.llm.processor.tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         from videosafety.train.alarm import end_of_turn_id_of
 
         eos = base.generation_config.eos_token_id
@@ -286,25 +401,24 @@ class GRPOTrainer:
 
         # A sampled media placeholder would make the next forward's placeholder count disagree
         # with the pixel values; trained models never emit them, random ones do.
-        self.never = sorted(visual_token_ids_of(self.llm.processor, base.config))
+        self.media_placeholder_ids = sorted(visual_token_ids_of(self.llm.processor, base.config))
+        for callback in self.callbacks:
+            callback.on_setup(self)
 
     # -- one round's data
     def _inputs(self, records) -> tuple[list, list[ModelInput]]:
-        from videosafety import video as vio
-        from videosafety.rewards import PROBLEM_TYPES
-        from videosafety.train.data import record_input
-
         root = Path(self.cfg.data).parent
         kept, inputs = [], []
-        for rec in records:
+        for record in records:
             try:
-                inp = record_input(rec, root, self.cfg.budget, PROBLEM_TYPES[rec.problem_type].instruction)
+                instruction = reward_registry.PROBLEM_TYPES[record.problem_type].instruction
+                inp = record_input(record, root, self.cfg.budget, instruction)
             except vio.VideoError as e:
                 if self.cfg.on_bad_video == "error":
-                    raise RuntimeError(f"record {rec.id!r}: {e}") from e
+                    raise RuntimeError(f"record {record.id!r}: {e}") from e
                 self.dropped += 1
                 continue
-            kept.append(rec)
+            kept.append(record)
             inputs.append(inp)
         return kept, inputs
 
@@ -321,265 +435,230 @@ class GRPOTrainer:
         return batch, pos
 
     def _to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.acc.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return {k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    @contextmanager
+    def _forward_pass(self, batch: dict, has_video: bool, what: str):
+        """VisualCheck around one forward pass, announced to the callbacks."""
+        with self.visual_check.expect(batch, has_video, what):
+            for callback in self.callbacks:
+                callback.on_pass_begin(what, has_video)
+            try:
+                yield
+            finally:
+                for callback in self.callbacks:
+                    callback.on_pass_end(what)
 
     @torch.no_grad()
     def _generate(self, batch: dict, has_video: bool, seed: int) -> torch.Tensor:
-        g = self.g
+        grpo = self.grpo
         base = getattr(self.unwrapped, "base", self.unwrapped)
-        from transformers import GenerationConfig
-
         # A fresh config: whatever else a checkpoint's generation_config sets (repetition penalty,
         # min_new_tokens, no_repeat_ngram_size, ...) would sample from a distribution other than the
         # one the loss scores. Only its suppressed tokens carry over (plus media placeholders).
-        gen = GenerationConfig(
-            do_sample=True, temperature=g.temperature, top_p=g.top_p, top_k=0, max_new_tokens=g.max_new_tokens,
-            eos_token_id=sorted(self.stop_ids), pad_token_id=self.pad_id,
+        generation_config = GenerationConfig(
+            do_sample=True, temperature=grpo.temperature, top_p=grpo.top_p, top_k=0,
+            max_new_tokens=grpo.max_new_tokens, eos_token_id=sorted(self.stop_ids), pad_token_id=self.pad_id,
             bos_token_id=base.generation_config.bos_token_id,
-            suppress_tokens=sorted({*(base.generation_config.suppress_tokens or []), *self.never}))
+            suppress_tokens=sorted({*(base.generation_config.suppress_tokens or []), *self.media_placeholder_ids}))
         self.unwrapped.eval()  # no dropout while sampling; KV cache on (checkpointing turns it off in train mode)
         try:
-            devices = [self.acc.device] if self.acc.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices), self.visual.expect(batch, has_video, "generation"):
+            devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), self._forward_pass(batch, has_video, "generation"):
                 torch.manual_seed(seed)
-                out = self.unwrapped.generate(**self._to_device(batch), generation_config=gen)
+                out = self.unwrapped.generate(**self._to_device(batch), generation_config=generation_config)
         finally:
             self.unwrapped.train()
         return out[:, batch["input_ids"].shape[1]:].cpu()
 
-    def _logp(self, module, grp: Group, what: str) -> torch.Tensor:
+    def _logp(self, module, group: Group, what: str) -> torch.Tensor:
         """Per-token log-probabilities (G, T) of a group's completions under `module`, computed on
         the full multimodal input (video and alarm embeddings included)."""
-        comp = grp.completion_ids.to(self.acc.device)
-        kw = dict(self._to_device(grp.full), use_cache=False, logits_to_keep=comp.shape[1] + 1)
-        with self.visual.expect(grp.full, grp.has_video, what), self.acc.autocast():
-            if grp.alarm_positions is not None:
-                logits = module(alarm_positions=grp.alarm_positions.to(self.acc.device), heads=False, **kw).logits
+        device = self.accelerator.device
+        completion_ids = group.completion_ids.to(device)
+        kwargs = dict(self._to_device(group.full), use_cache=False, logits_to_keep=completion_ids.shape[1] + 1)
+        with self._forward_pass(group.full, group.has_video, what), self.accelerator.autocast():
+            if group.alarm_positions is not None:
+                logits = module(alarm_positions=group.alarm_positions.to(device), heads=False, **kwargs).logits
             else:
-                logits = module(**kw).logits
-        return token_logprobs(logits[:, :-1], comp, self.g.temperature)
+                logits = module(**kwargs).logits
+        return token_logprobs(logits[:, :-1], completion_ids, self.grpo.temperature)
 
     @torch.no_grad()
-    def _fixed_logps(self, grp: Group) -> None:
-        """pi_old (only when the batch is reused: num_iterations > 1) and pi_ref, once per batch."""
-        if self.g.num_iterations > 1:
-            grp.old_logp = self._logp(self.unwrapped, grp, "old log-probs").cpu()
-        if self.g.beta:
+    def _fixed_logps(self, group: Group) -> Group:
+        """The group with pi_old (only when the batch is reused: num_iterations > 1) and pi_ref,
+        computed once per batch."""
+        old_logp = ref_logp = None
+        if self.grpo.num_iterations > 1:
+            old_logp = self._logp(self.unwrapped, group, "old log-probs").cpu()
+        if self.grpo.beta:
             if self.ref is not None:
-                grp.ref_logp = self._logp(self.ref, grp, "reference log-probs").cpu()
+                ref_logp = self._logp(self.ref, group, "reference log-probs").cpu()
             else:
-                from videosafety.train.lora import adapters_disabled
-
                 with adapters_disabled(self.unwrapped):
-                    grp.ref_logp = self._logp(self.unwrapped, grp, "reference log-probs").cpu()
+                    ref_logp = self._logp(self.unwrapped, group, "reference log-probs").cpu()
+        return replace(group, old_logp=old_logp, ref_logp=ref_logp)
 
-    def _make_group(self, rec, inp: ModelInput, comp: torch.Tensor) -> Group:
+    def _make_group(self, record, inp: ModelInput, completion_ids: torch.Tensor) -> Group:
         """A prompt's group from its G sampled completions: rewards, advantages, the group's own
         batch (prompt + completions) and its fixed log-probabilities."""
-        from videosafety.rewards import score
-
-        mask = completion_mask(comp, self.stop_ids)
+        mask = completion_mask(completion_ids, self.stop_ids)
         width = int(mask.sum(dim=1).max())  # drop columns no completion of this group reached
-        comp, mask = comp[:, :width], mask[:, :width]
-        comp = torch.where(mask.bool(), comp, torch.full_like(comp, self.pad_id))
+        completion_ids, mask = completion_ids[:, :width], mask[:, :width]
+        completion_ids = torch.where(mask.bool(), completion_ids, torch.full_like(completion_ids, self.pad_id))
         texts = []
-        for row, m in zip(comp, mask):
-            ids = row[: int(m.sum())].tolist()
+        for row, row_mask in zip(completion_ids, mask):
+            ids = row[: int(row_mask.sum())].tolist()
             if ids and ids[-1] in self.stop_ids:
                 ids = ids[:-1]  # the format reward checks the text without the end-of-turn token
             texts.append(self.llm.processor.tokenizer.decode(ids, skip_special_tokens=True))
-        results = [score(rec.problem_type, t, rec.solution) for t in texts]
-        rewards = torch.tensor([x.total for x in results], dtype=torch.float32)
-        batch, pos = self._rows_batch([inp] * self.g.num_generations)
-        grp = Group(rec.id, extend_with_completions(batch, comp, mask), pos, comp, mask, inp.has_video, texts,
-                    rewards, [dict(x.components) for x in results], group_advantages(rewards, len(texts)))
-        self._fixed_logps(grp)
-        return grp
+        results = [reward_registry.score(record.problem_type, text, record.solution) for text in texts]
+        reward = torch.tensor([result.total for result in results], dtype=torch.float32)
+        batch, alarm_positions = self._rows_batch([inp] * self.grpo.num_generations)
+        group = Group(record.id, extend_with_completions(batch, completion_ids, mask), alarm_positions,
+                      completion_ids, mask, inp.has_video, texts, reward,
+                      [dict(result.components) for result in results], group_advantages(reward, len(texts)))
+        return self._fixed_logps(group)
 
-    def _make_round(self, records, round_seed: int) -> list[Group]:
+    def _make_round(self, records, seed: int) -> list[Group]:
         """Sample G completions for every prompt of the round — one generate call for all prompts
         the processor can batch (equal frame counts), since decoding is the step's longest part —
         then build each prompt's group."""
         records, inputs = self._inputs(records)
-        g = self.g.num_generations
+        num_generations = self.grpo.num_generations
         buckets: dict = {}
         for i, inp in enumerate(inputs):
             buckets.setdefault(self.llm._batch_key(inp), []).append(i)
         completions: list[torch.Tensor | None] = [None] * len(inputs)
-        for b, idx in enumerate(buckets.values()):
-            batch, _ = self._rows_batch([inputs[i] for i in idx for _ in range(g)])
-            out = self._generate(batch, any(inputs[i].has_video for i in idx), round_seed + 7919 * b)
-            for k, i in enumerate(idx):
-                completions[i] = out[k * g:(k + 1) * g]
-        return [self._make_group(rec, inp, comp) for rec, inp, comp in zip(records, inputs, completions)]
+        for bucket, indices in enumerate(buckets.values()):
+            batch, _ = self._rows_batch([inputs[i] for i in indices for _ in range(num_generations)])
+            has_video = any(inputs[i].has_video for i in indices)
+            out = self._generate(batch, has_video, seed + 7919 * bucket)  # a seed per generate call
+            for slot, i in enumerate(indices):
+                completions[i] = out[slot * num_generations:(slot + 1) * num_generations]
+        return [self._make_group(record, inp, completion_ids)
+                for record, inp, completion_ids in zip(records, inputs, completions)]
+
+    def _round_stats(self, groups: list[Group]) -> RoundStats:
+        summed = [f.name for f in fields(RoundStats) if f.name != "longest"]
+        totals = dict.fromkeys(summed, 0.0)
+        longest = 0
+        for group in groups:
+            lengths = group.mask.sum(dim=1).float()
+            longest = max(longest, int(lengths.max()))
+            labelled = all("video_correct" in scores for scores in group.components)
+            both_right = [scores.get("video_correct", 0.0) * scores.get("text_correct", 0.0)
+                          for scores in group.components]
+            of_group = {
+                **{name: sum(scores.get(name, 0.0) for scores in group.components) for name in REWARD_COMPONENTS},
+                "reward": float(group.rewards.sum()), "completions": len(group.texts), "length": float(lengths.sum()),
+                "groups": 1.0, "all_correct": float(labelled and all(right == 1 for right in both_right)),
+                "all_wrong": float(labelled and all(right == 0 for right in both_right)),
+                "zero_std": float(group.rewards.std() == 0)}
+            for name in summed:
+                totals[name] += of_group[name]
+        values = sum_over_processes(self.accelerator, [totals[name] for name in summed], torch.float64)
+        if self.world > 1:
+            device = self.accelerator.device
+            longest = int(self.accelerator.reduce(torch.tensor([longest], device=device), reduction="max"))
+        return RoundStats(**dict(zip(summed, values)), longest=longest)
 
     # -- one optimizer step on a round
-    def _step(self, groups: list[Group]) -> dict:
-        acc, g = self.acc, self.g
-        counts = torch.tensor([sum(len(x.texts) for x in groups), sum(int(x.mask.sum()) for x in groups)],
-                              dtype=torch.long, device=acc.device)
-        if self.world > 1:
-            counts = acc.reduce(counts, reduction="sum")
-        num_completions, num_tokens = (int(x) for x in counts)
-        sums = torch.zeros(4, dtype=torch.float64)  # loss, KL token sum, clipped token sum, tokens
-        for grp in groups:
-            sync = acc.no_sync(self.model) if self.world > 1 else nullcontext()
+    def _step(self, groups: list[Group]) -> PolicyUpdate:
+        accelerator, grpo = self.accelerator, self.grpo
+        num_completions, num_tokens = sum_over_processes(accelerator, [
+            sum(len(group.texts) for group in groups), sum(int(group.mask.sum()) for group in groups)], torch.long)
+        loss_sum = kl_sum = clipped_sum = token_sum = 0.0
+        for group in groups:
+            sync = accelerator.no_sync(self.model) if self.world > 1 else nullcontext()
             with sync:
-                logp = self._logp(self.model, grp, "policy log-probs")
-                old = grp.old_logp.to(logp.device) if grp.old_logp is not None else logp.detach()
-                ref = grp.ref_logp.to(logp.device) if grp.ref_logp is not None else None
-                mask = grp.mask.to(logp.device)
-                per_token, kl, clipped = grpo_token_loss(logp, old, ref, grp.advantages.to(logp.device),
-                                                         epsilon=g.epsilon, epsilon_high=g.epsilon_high, beta=g.beta)
-                loss = aggregate(per_token, mask, g.loss_aggregation, num_completions=num_completions,
+                logp = self._logp(self.model, group, "policy log-probs")
+                old = group.old_logp.to(logp.device) if group.old_logp is not None else logp.detach()
+                ref = group.ref_logp.to(logp.device) if group.ref_logp is not None else None
+                mask = group.mask.to(logp.device)
+                per_token, kl, clipped = grpo_token_loss(logp, old, ref, group.advantages.to(logp.device),
+                                                         epsilon=grpo.epsilon, epsilon_high=grpo.epsilon_high,
+                                                         beta=grpo.beta)
+                loss = aggregate(per_token, mask, grpo.loss_aggregation, num_completions=num_completions,
                                  num_tokens=num_tokens)
-                acc.backward(loss)
-            m = mask.float()
-            sums += torch.tensor([float(loss.detach()), float((kl.detach() * m).sum()),
-                                  float((clipped * m).sum()), float(m.sum())], dtype=torch.float64)
+                accelerator.backward(loss)
+            token_mask = mask.float()
+            loss_sum += float(loss.detach())
+            kl_sum += float((kl.detach() * token_mask).sum())
+            clipped_sum += float((clipped * token_mask).sum())
+            token_sum += float(token_mask.sum())
         if self.manual_reduce:
-            for p in self.trainable:  # a process without prompts this round contributes zeros
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
+            for param in self.trainable:  # a process without prompts this round contributes zeros
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
+                torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)
         grad_norm = None
         if self.cfg.max_grad_norm is not None:
-            grad_norm = float(acc.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm))
+            grad_norm = float(accelerator.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.world > 1:
-            sums = acc.reduce(sums.to(acc.device), reduction="sum").cpu()
-        return {"sums": sums, "grad_norm": grad_norm}
+        loss_sum, kl_sum, clipped_sum, token_sum = sum_over_processes(
+            accelerator, [loss_sum, kl_sum, clipped_sum, token_sum], torch.float64)
+        return PolicyUpdate(loss=loss_sum, kl=kl_sum, clipped=clipped_sum, tokens=token_sum, grad_norm=grad_norm,
+                            lr=[group["lr"] for group in self.optimizer.param_groups])
 
-    # -- logging
-    _COMPONENTS = ("format", "rouge", "video_correct", "text_correct", "task")
-    _COUNTS = ("reward", "completions", "length", "groups", "all_correct", "all_wrong", "zero_std")
-
-    def _round_stats(self, groups: list[Group]) -> dict[str, float]:
-        """Sums over every process's completions and groups (max for the longest completion)."""
-        keys = (*self._COMPONENTS, *self._COUNTS)
-        out = torch.zeros(len(keys), dtype=torch.float64)
-        longest = 0
-        for grp in groups:
-            lengths = grp.mask.sum(dim=1).float()
-            longest = max(longest, int(lengths.max()))
-            labelled = all("video_correct" in c for c in grp.components)
-            both = [c.get("video_correct", 0.0) * c.get("text_correct", 0.0) for c in grp.components]
-            out += torch.tensor(
-                [sum(c.get(k, 0.0) for c in grp.components) for k in self._COMPONENTS]
-                + [float(grp.rewards.sum()), len(grp.texts), float(lengths.sum()), 1.0,
-                   float(labelled and all(b == 1 for b in both)), float(labelled and all(b == 0 for b in both)),
-                   float(grp.rewards.std() == 0)], dtype=torch.float64)
-        if self.world > 1:
-            out = self.acc.reduce(out.to(self.acc.device), reduction="sum").cpu()
-            longest = int(self.acc.reduce(torch.tensor([longest], device=self.acc.device), reduction="max"))
-        stats = dict(zip(keys, out.tolist()))
-        stats["longest"] = longest
-        return stats
-
-    def train(self, *, stop_after_steps: int | None = None) -> Path:
-        from videosafety.train.trainer import (FINAL_DIR, finish_run, latest_checkpoint, load_checkpoint,
-                                               save_checkpoint)
-
-        self._setup()
-        cfg, g, acc = self.cfg, self.g, self.acc
-        out = Path(cfg.output_dir)
-        step, epoch, pos = 0, 0, 0
-        resume = latest_checkpoint(out)
-        if resume is not None:
-            state = load_checkpoint(acc, resume)
-            step, epoch, pos = state["step"], state["epoch"], state["position"]
-            acc.print(f"resumed from {resume} at step {step}")
-        if acc.is_main_process:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "train_config.json").write_text(cfg.model_dump_json(indent=2))
-        log_file, samples_file = out / "train_log.jsonl", out / "completions.jsonl"
-        bar = None
-        if self.progress and acc.is_main_process:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.total_steps, initial=step, desc="stage grpo", unit="step")
-
-        stopped = False
-        while step < self.total_steps and epoch < cfg.epochs:
+    # -- the data: one chunk per round, its prompts
+    def chunks(self, epoch: int, offset: int) -> Iterator[Chunk[list[GRPORecord]]]:
+        """Rounds of this process's prompts from prompt `offset` of `epoch` on; an epoch's last
+        prompts that fill no round are left out."""
+        while epoch < self.cfg.epochs:
             order = self.sampler.order(epoch)
-            while step < self.total_steps and pos + self.per_rank <= len(order):
-                t0 = time.perf_counter()
-                records = [self.records[i] for i in order[pos:pos + self.per_rank]]
-                # Sampling seeds depend on the round and the process only: a resumed run draws
-                # the completions the uninterrupted run drew.
-                rnd = self._make_round(records, cfg.seed * 1_000_003 + (step // g.num_iterations) * 997 + self.rank)
-                t_gen = time.perf_counter() - t0
-                stats = self._round_stats(rnd)
-                for it in range(g.num_iterations):
-                    if step >= self.total_steps:
-                        break
-                    res = self._step(rnd)
-                    step += 1
-                    if acc.is_main_process and (step % cfg.log_every == 0 or step == self.total_steps):
-                        row = self._log_row(step, epoch, it, res, stats, t0, t_gen)
-                        with open(log_file, "a", encoding="utf-8") as f:
-                            f.write(json.dumps(row) + "\n")
-                        if bar is not None:
-                            bar.set_postfix(reward=row["reward"], format=row["reward_format"])
-                    if bar is not None:
-                        bar.update(1)
-                if acc.is_main_process and rnd and g.log_completions:
-                    self._log_completions(samples_file, step, rnd)
-                pos += self.per_rank
-                if cfg.save_every and step % cfg.save_every < g.num_iterations and step < self.total_steps:
-                    save_checkpoint(acc, out, step, {"step": step, "epoch": epoch, "position": pos},
-                                    keep=cfg.keep_checkpoints)
-                if stop_after_steps is not None and step >= stop_after_steps:
-                    stopped = True
-                    break
-            if stopped:
-                break
-            if pos + self.per_rank > len(order):
-                epoch, pos = epoch + 1, 0
-        if bar is not None:
-            bar.close()
-        self.visual.close()
-        final = out / FINAL_DIR
-        if stopped:
-            return final
-        return finish_run(acc, out, self.trainable, self.unwrapped, self.llm.processor,
-                          note=f"dropped {self.dropped} prompt(s) with bad videos" if self.dropped else None)
+            while offset + self.per_rank <= len(order):
+                records = [self.records[i] for i in order[offset:offset + self.per_rank]]
+                offset += self.per_rank
+                yield Chunk(records, epoch, offset)
+            epoch, offset = epoch + 1, 0
 
-    def _log_row(self, step: int, epoch: int, iteration: int, res: dict, st: dict, t0: float, t_gen: float) -> dict:
-        sums = res["sums"]
-        n, groups, tokens = max(st["completions"], 1.0), max(st["groups"], 1.0), max(float(sums[3]), 1.0)
-        return {
-            "step": step, "epoch": epoch, "iteration": iteration,
-            "loss": round(float(sums[0]), 6),
-            "reward": round(st["reward"] / n, 4),
-            **{f"reward_{k}" if k in ("format", "rouge", "task") else k: round(st[k] / n, 4) for k in self._COMPONENTS},
-            "groups_all_correct": round(st["all_correct"] / groups, 4),
-            "groups_all_wrong": round(st["all_wrong"] / groups, 4),
-            "groups_zero_std": round(st["zero_std"] / groups, 4),
-            "kl": round(float(sums[1]) / tokens, 6),
-            "clip_fraction": round(float(sums[2]) / tokens, 4),
-            "completion_length_mean": round(st["length"] / n, 2),
-            "completion_length_max": st["longest"],
-            "completions": int(st["completions"]),
-            "lr": [round(grp["lr"], 10) for grp in self.optimizer.param_groups],
-            "grad_norm": None if res["grad_norm"] is None else round(res["grad_norm"], 6),
-            "generation_seconds": round(t_gen, 3),
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
+    def train_on(self, chunk: Chunk[list[GRPORecord]], step: int, steps_left: int) -> Iterator[GRPOStepStats]:
+        """A round: sample and score the groups, then num_iterations optimizer steps on them."""
+        started = time.perf_counter()
+        groups = self._make_round(chunk.data, round_seed(self.cfg.seed, step // self.grpo.num_iterations, self.rank))
+        generation_seconds = time.perf_counter() - started
+        for callback in self.callbacks:
+            callback.on_round(groups)
+        round_stats = self._round_stats(groups)
+        iterations = min(self.grpo.num_iterations, steps_left)
+        for iteration in range(iterations):
+            update = self._step(groups)
+            yield GRPOStepStats(epoch=chunk.epoch, iteration=iteration, update=update, round_stats=round_stats,
+                                generation_seconds=generation_seconds, seconds=time.perf_counter() - started)
+        if self.accelerator.is_main_process and groups and self.grpo.log_completions:
+            self._log_completions(step + iterations, groups)
 
-    def _log_completions(self, path: Path, step: int, groups: list[Group]) -> None:
-        with open(path, "a", encoding="utf-8") as f:
-            grp = groups[0]
-            for i in range(min(self.g.log_completions, len(grp.texts))):
-                f.write(json.dumps({"step": step, "record_id": grp.record_id, "completion": grp.texts[i],
-                                    "reward": round(float(grp.rewards[i]), 4),
-                                    "advantage": round(float(grp.advantages[i]), 4),
-                                    "components": grp.components[i]}, ensure_ascii=False) + "\n")
+    def _log_completions(self, step: int, groups: list[Group]) -> None:
+        group = groups[0]
+        with open(Path(self.cfg.output_dir) / COMPLETIONS_FILE, "a", encoding="utf-8") as f:
+            for i in range(min(self.grpo.log_completions, len(group.texts))):
+                f.write(json.dumps({"step": step, "record_id": group.record_id, "completion": group.texts[i],
+                                    "reward": round(float(group.rewards[i]), 4),
+                                    "advantage": round(float(group.advantages[i]), 4),
+                                    "components": group.components[i]}, ensure_ascii=False) + "\n")
+
+    # -- the run
+    def train(self, *, stop_after_steps: int | None = None) -> Path:
+        """stop_after_steps ends the process's work early (as a kill would) without saving a
+        final model: for resume tests."""
+        self.setup()
+        out = Path(self.cfg.output_dir)
+        try:
+            finished = train_loop(self, desc="stage grpo", show=("reward", "reward_format"), progress=self.progress,
+                                  stop_after_steps=stop_after_steps)
+        finally:
+            self.visual_check.close()
+        if finished:
+            finish_run(self.accelerator, out, self.trainable, self.unwrapped, self.llm.processor,
+                       note=f"dropped {self.dropped} prompt(s) with bad videos" if self.dropped else None)
+        return out / FINAL_DIR
 
 
-def run_grpo(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: int | None = None) -> Path:
+def run_grpo(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: int | None = None,
+             callbacks: Sequence[GRPOCallback] = ()) -> Path:
     """Train stage 4; returns the folder of the final model. Resumes from the newest complete
     checkpoint in output_dir."""
-    return GRPOTrainer(cfg, progress=progress).train(stop_after_steps=stop_after_steps)
+    return GRPOTrainer(cfg, progress=progress, callbacks=callbacks).train(stop_after_steps=stop_after_steps)

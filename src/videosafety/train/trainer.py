@@ -1,8 +1,10 @@
 """The SFT trainer for stages plain, 1, 2 and cot (spec §3.2-3.3), on accelerate.
 
-One loop, readable top to bottom. Each optimizer step gathers its micro-batches first, so the
-loss is exact under gradient accumulation and data parallelism: the CE is the mean over the
-step's supervised tokens on all ranks, each BCE the mean over the step's samples.
+`SFTTrainer` reads top to bottom: setup, the data (one chunk of micro-batches per optimizer
+step), the step. The run around them (resume, log rows, checkpoints, final save) is
+train/loop.py's, shared with the GRPO trainer. Each optimizer step gathers its micro-batches
+first, so the loss is exact under gradient accumulation and data parallelism: the CE is the mean
+over the step's supervised tokens on all ranks, each BCE the mean over the step's samples.
 
 Data parallel (`accelerate launch`, DDP): gradients are summed across ranks once per step by
 an explicit all-reduce (every micro-batch runs under no_sync). A rank whose micro-batch was
@@ -14,29 +16,33 @@ an error: use on_truncation=error or a larger per-device batch there.
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType, set_seed
+from transformers import get_scheduler
 
+from videosafety.models.hf import HFVideoLLM
 from videosafety.train.config import TrainConfig
 from videosafety.train.data import AlarmSpec, Batch, EpochSampler, ExampleBuilder, RecordDataset, collate
-from videosafety.train.loss import IGNORE_INDEX, at_sft_loss
-
-CHECKPOINT_DIR = "checkpoints"
-FINAL_DIR = "final"
-STATE_FILE = "trainer_state.json"
+from videosafety.train.lora import add_lora, lora_parameters
+from videosafety.train.loop import FINAL_DIR, LOG_FILE, Chunk, finish_run, train_loop
+from videosafety.train.loss import at_sft_loss, supervised_token_count
+from videosafety.train.records import CoTRecord, SFTRecord, read_records
 
 
 @dataclass
 class Loaded:
-    llm: object  # HFVideoLLM: processor, prompt rendering, batching
+    llm: HFVideoLLM  # processor, prompt rendering, batching
     model: torch.nn.Module  # what is trained: the base model (plain) or an AlarmModel
     alarm: AlarmSpec | None
 
@@ -44,8 +50,6 @@ class Loaded:
 def load_for_stage(cfg: TrainConfig) -> Loaded:
     """The model of a stage: plain SFT trains the HF model itself; alarm stages wrap it in an
     AlarmModel, registering the alarm tokens when the checkpoint has none yet."""
-    from videosafety.models.hf import HFVideoLLM
-
     dtype = "bfloat16" if cfg.mixed_precision == "bf16" else "float32"
     from videosafety.train import alarm as at
 
@@ -69,8 +73,8 @@ def load_for_stage(cfg: TrainConfig) -> Loaded:
 def trainable_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     """Parameter groups with their learning rates; everything else frozen. The vision encoder
     and projector never train (spec §3.1)."""
-    for p in model.parameters():
-        p.requires_grad_(False)
+    for param in model.parameters():
+        param.requires_grad_(False)
     if hasattr(model, "param_groups"):  # an AlarmModel
         groups = model.param_groups()
     else:
@@ -78,20 +82,18 @@ def trainable_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
 
         groups = {"llm": language_parameters(model)}
     if cfg.lora is not None:  # the LLM trains through its adapters only
-        from videosafety.train.lora import lora_parameters
-
         groups["llm"] = lora_parameters(model)
     out = []
     for name in cfg.trains:
-        params = [p for p in groups[name] if p.is_floating_point()]
-        for p in params:
-            p.requires_grad_(True)
+        params = [param for param in groups[name] if param.is_floating_point()]
+        for param in params:
+            param.requires_grad_(True)
         out.append({"params": params, "lr": getattr(cfg.lr, name), "name": name,
                     "weight_decay": cfg.weight_decay if name == "llm" else 0.0})
     return out
 
 
-def _forward(model, batch: Batch, uses_heads: bool):
+def _forward(model, batch: Batch, uses_heads: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(logits, video_logit, query_logit) of a batch."""
     inputs = {k: v for k, v in batch.tensors.items() if k != "labels"}
     if batch.alarm_positions is not None:
@@ -102,10 +104,7 @@ def _forward(model, batch: Batch, uses_heads: bool):
     return model(**inputs, use_cache=False).logits, None, None  # one pass: a KV cache is only memory
 
 
-def make_accelerator(cfg: TrainConfig):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
     # accelerate keeps one process-wide state; stages run back to back in one process (the
     # pipeline, tests) may differ in precision, so each run starts from a fresh one.
     AcceleratorState._reset_state()
@@ -116,8 +115,6 @@ def make_accelerator(cfg: TrainConfig):
 def make_optimizer(groups: list[dict], cfg: TrainConfig, total_steps: int):
     """AdamW over the parameter groups and the config's schedule over total_steps optimizer steps.
     The scheduler stays unprepared: accelerate would step it once per process per step."""
-    from transformers import get_scheduler
-
     optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
     scheduler = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
                               optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
@@ -125,242 +122,193 @@ def make_optimizer(groups: list[dict], cfg: TrainConfig, total_steps: int):
     return optimizer, scheduler
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    return sorted((out / CHECKPOINT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    done = [c for c in _checkpoints(out) if (c / STATE_FILE).exists()]  # a checkpoint without state was cut off
-    return done[-1] if done else None
+def sum_over_processes(accelerator: Accelerator, values: Sequence[float], dtype: torch.dtype) -> list:
+    """Element-wise sums over all processes (the values themselves in a one-process run)."""
+    totals = torch.tensor(list(values), dtype=dtype, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        totals = accelerator.reduce(totals, reduction="sum")
+    return totals.tolist()
 
 
-def load_checkpoint(accelerator, path: Path) -> dict:
-    """Restore accelerate's state from a checkpoint; returns the trainer's position saved with it."""
-    accelerator.load_state(str(path))
-    return json.loads((path / STATE_FILE).read_text())
+# ---------------------------------------------------------------- what a step reports
+
+@dataclass(frozen=True)
+class SFTStepStats:
+    """One optimizer step, summed over all processes: its log row."""
+
+    epoch: int
+    loss: float
+    ce: float
+    bce_video: float
+    bce_query: float
+    video_correct: float  # samples whose harm head was right (heads only)
+    query_correct: float
+    tokens: int  # supervised tokens
+    samples: int
+    dropped: int  # samples dropped so far in this run (too long, bad video)
+    lr: list[float]  # per parameter group, after the step
+    grad_norm: float | None
+    seconds: float
+    uses_heads: bool
+
+    def log_row(self, step: int) -> dict:
+        row = {"step": step, "epoch": self.epoch, "loss": round(self.loss, 6), "ce": round(self.ce, 6),
+               "lr": [round(rate, 10) for rate in self.lr], "tokens": self.tokens, "samples": self.samples,
+               "dropped": self.dropped, "grad_norm": None if self.grad_norm is None else round(self.grad_norm, 6),
+               "seconds": round(self.seconds, 4)}
+        if self.uses_heads:
+            row.update(bce_video=round(self.bce_video, 6), bce_query=round(self.bce_query, 6),
+                       video_acc=round(self.video_correct / self.samples, 4),
+                       query_acc=round(self.query_correct / self.samples, 4))
+        return row
 
 
-def save_checkpoint(accelerator, out: Path, step: int, state: dict, *, keep: int) -> None:
-    """accelerate's state (model, optimizer, scheduler, RNG) plus the trainer's position; the
-    state file is written last, so a checkpoint cut off mid-save is never resumed from."""
-    path = out / CHECKPOINT_DIR / f"step-{step}"
-    accelerator.save_state(str(path))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (path / STATE_FILE).write_text(json.dumps(state))
-        for old in _checkpoints(out)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
+# ---------------------------------------------------------------- the trainer
+
+class SFTTrainer:
+    """Stages plain, 1, 2 and cot. `train` resumes from the newest complete checkpoint in
+    output_dir and returns the folder of the final model."""
+
+    def __init__(self, cfg: TrainConfig, *, progress: bool = True):
+        if cfg.stage == "grpo":
+            raise ValueError("stage grpo runs in GRPOTrainer (videosafety.train.grpo)")
+        self.cfg = cfg
+        self.progress = progress
+        self.dropped = 0  # samples dropped so far (too long, bad video)
+
+    # -- setup
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.accelerator = accelerator = make_accelerator(cfg)
+        set_seed(cfg.seed)
+        self.world, self.rank = accelerator.num_processes, accelerator.process_index
+        self.accumulation = cfg.accumulation_for(self.world)
+
+        loaded = load_for_stage(cfg)
+        model, self.llm = loaded.model, loaded.llm
+        # HFVideoLLM loads for inference (eval mode); activation checkpointing and dropout (LoRA's
+        # included) act only in training mode.
+        model.train()
+        if cfg.lora is not None:
+            add_lora(self.llm.model, cfg.lora)
+        if cfg.gradient_checkpointing:
+            getattr(model, "base", model).activation_checkpointing_enable({"use_reentrant": False})
+        param_groups = trainable_groups(model, cfg)
+        self.trainable = [param for group in param_groups for param in group["params"]]
+
+        records = read_records(cfg.data, CoTRecord if cfg.stage == "cot" else SFTRecord)
+        builder = ExampleBuilder(self.llm, root=Path(cfg.data).parent, budget=cfg.budget, max_length=cfg.max_length,
+                                 alarm=loaded.alarm, on_truncation=cfg.on_truncation, on_bad_video=cfg.on_bad_video,
+                                 instruction=cfg.instruction)
+        self.sampler = EpochSampler(len(records), seed=cfg.seed, rank=self.rank, world=self.world)
+        self.loader = torch.utils.data.DataLoader(
+            RecordDataset(records, builder), batch_size=cfg.per_device_batch_size, sampler=self.sampler,
+            collate_fn=partial(collate, pad_token_id=self.llm.processor.tokenizer.pad_token_id),
+            num_workers=cfg.num_workers)
+        micro_batches_per_epoch = math.ceil(len(self.sampler.order(0)) / cfg.per_device_batch_size)
+        total_steps = math.ceil(micro_batches_per_epoch / self.accumulation) * cfg.epochs
+        self.total_steps = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
+
+        self.optimizer, self.scheduler = make_optimizer(param_groups, cfg, self.total_steps)
+        # The scheduler stays unprepared: accelerate would step it once per process per step, but
+        # total_steps already counts optimizer steps. It is registered so checkpoints carry it.
+        self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.manual_reduce = self.world > 1 and accelerator.distributed_type in (DistributedType.MULTI_CPU,
+                                                                                 DistributedType.MULTI_GPU)
+        self.engine_reduce = self.world > 1 and not self.manual_reduce
+
+    # -- the data: one chunk per optimizer step, its micro-batches
+    def chunks(self, epoch: int, offset: int) -> Iterator[Chunk[list[Batch]]]:
+        """From micro-batch `offset` of `epoch` on (the loader decodes ahead in its workers)."""
+        while epoch < self.cfg.epochs:
+            self.sampler.set_position(epoch, offset * self.cfg.per_device_batch_size)
+            batches = iter(self.loader)
+            while micro_batches := list(islice(batches, self.accumulation)):
+                offset += len(micro_batches)
+                yield Chunk(micro_batches, epoch, offset)
+            epoch, offset = epoch + 1, 0
+
+    def train_on(self, chunk: Chunk[list[Batch]], step: int, steps_left: int) -> Iterator[SFTStepStats]:
+        """One optimizer step per chunk (none when every sample of it was dropped)."""
+        stats = self._step(chunk.data, chunk.epoch)
+        if stats is not None:
+            yield stats
+
+    # -- one optimizer step
+    def _step(self, micro_batches: list[Batch], epoch: int) -> SFTStepStats | None:
+        """One optimizer step on the micro-batches; None when every sample of the step was
+        dropped, on every process."""
+        cfg, accelerator = self.cfg, self.accelerator
+        started = time.perf_counter()
+        tokens, samples, dropped = sum_over_processes(accelerator, [
+            sum(supervised_token_count(batch.tensors["labels"]) for batch in micro_batches if batch.size),
+            sum(batch.size for batch in micro_batches), sum(len(batch.dropped) for batch in micro_batches)], torch.long)
+        self.dropped += dropped
+        if tokens == 0:
+            return None
+        loss = ce = bce_video = bce_query = 0.0
+        video_correct = query_correct = 0
+        for i, batch in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            if not batch.size:
+                if self.engine_reduce and last:
+                    raise RuntimeError(f"rank {self.rank}: every sample of the step's last micro-batch was dropped; "
+                                       "FSDP/DeepSpeed cannot reduce without it (see the module docstring)")
+                continue
+            batch = batch.to(accelerator.device)
+            engine_syncs = self.world == 1 or (self.engine_reduce and last)
+            sync = nullcontext() if engine_syncs else accelerator.no_sync(self.model)
+            with sync, accelerator.autocast():
+                logits, video_logit, query_logit = _forward(self.model, batch, cfg.uses_heads)
+                parts = at_sft_loss(logits, batch.tensors["labels"], num_tokens=tokens, video_logit=video_logit,
+                                    video_label=batch.video_label, query_logit=query_logit,
+                                    query_label=batch.query_label, num_samples=samples,
+                                    lambda_v=cfg.lambda_v, lambda_t=cfg.lambda_t)
+            accelerator.backward(parts.total * self.world if self.engine_reduce else parts.total)
+            loss += float(parts.total.detach())
+            ce += float(parts.ce)
+            bce_video += float(parts.bce_video)
+            bce_query += float(parts.bce_query)
+            if video_logit is not None:
+                video_correct += int(((video_logit.detach() > 0).float() == batch.video_label).sum())
+                query_correct += int(((query_logit.detach() > 0).float() == batch.query_label).sum())
+        if self.manual_reduce:
+            for param in self.trainable:  # ranks with empty micro-batches contribute zeros
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
+                torch.distributed.all_reduce(param.grad, op=torch.distributed.ReduceOp.SUM)
+        grad_norm = None
+        if cfg.max_grad_norm is not None:
+            grad_norm = float(accelerator.clip_grad_norm_(self.trainable, cfg.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        loss, ce, bce_video, bce_query, video_correct, query_correct = sum_over_processes(
+            accelerator, [loss, ce, bce_video, bce_query, video_correct, query_correct], torch.float64)
+        return SFTStepStats(epoch=epoch, loss=loss, ce=ce, bce_video=bce_video, bce_query=bce_query,
+                            video_correct=video_correct, query_correct=query_correct, tokens=tokens, samples=samples,
+                            dropped=self.dropped, lr=[group["lr"] for group in self.optimizer.param_groups],
+                            grad_norm=grad_norm, seconds=time.perf_counter() - started, uses_heads=cfg.uses_heads)
+
+    # -- the run
+    def train(self, *, stop_after_steps: int | None = None) -> Path:
+        """stop_after_steps ends the process's work early (as a kill would) without saving a
+        final model: for resume tests."""
+        self.setup()
+        out = Path(self.cfg.output_dir)
+        if train_loop(self, desc=f"stage {self.cfg.stage}", show=("loss", "video_acc", "query_acc"),
+                      progress=self.progress, stop_after_steps=stop_after_steps):
+            note = f"dropped {self.dropped} sample(s) (too long or bad video): see {out / LOG_FILE}"
+            finish_run(self.accelerator, out, self.trainable, self.accelerator.unwrap_model(self.model),
+                       self.llm.processor, note=note if self.dropped else None)
+        return out / FINAL_DIR
 
 
 def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: int | None = None) -> Path:
-    """Train; returns the folder of the final model. Resumes from the newest complete
-    checkpoint in output_dir. stop_after_steps ends the process's work early (as a kill would)
-    without saving a final model: for resume tests."""
-    from accelerate.utils import set_seed
-
-    from videosafety.train.records import CoTRecord, SFTRecord, read_records
-
-    out = Path(cfg.output_dir)
-    accelerator = make_accelerator(cfg)
-    set_seed(cfg.seed)
-    world, rank = accelerator.num_processes, accelerator.process_index
-    accum = cfg.accumulation_for(world)
-
-    loaded = load_for_stage(cfg)
-    model, llm = loaded.model, loaded.llm
-    # HFVideoLLM loads for inference (eval mode); activation checkpointing and dropout (LoRA's
-    # included) act only in training mode.
-    model.train()
-    if cfg.lora is not None:
-        from videosafety.train.lora import add_lora
-
-        add_lora(llm.model, cfg.lora)
-    if cfg.gradient_checkpointing:
-        base = getattr(model, "base", model)
-        base.activation_checkpointing_enable({"use_reentrant": False})
-    groups = trainable_groups(model, cfg)
-    trainable = [p for g in groups for p in g["params"]]
-
-    records = read_records(cfg.data, CoTRecord if cfg.stage == "cot" else SFTRecord)
-    builder = ExampleBuilder(llm, root=Path(cfg.data).parent, budget=cfg.budget, max_length=cfg.max_length,
-                             alarm=loaded.alarm, on_truncation=cfg.on_truncation, on_bad_video=cfg.on_bad_video,
-                             instruction=cfg.instruction)
-    sampler = EpochSampler(len(records), seed=cfg.seed, rank=rank, world=world)
-    pad_id = llm.processor.tokenizer.pad_token_id
-    loader = torch.utils.data.DataLoader(
-        RecordDataset(records, builder), batch_size=cfg.per_device_batch_size, sampler=sampler,
-        collate_fn=partial(collate, pad_token_id=pad_id), num_workers=cfg.num_workers)
-    micro_per_epoch = math.ceil(len(sampler.order(0)) / cfg.per_device_batch_size)
-    steps_per_epoch = math.ceil(micro_per_epoch / accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-
-    optimizer, scheduler = make_optimizer(groups, cfg, total_steps)
-    # The scheduler stays unprepared: accelerate would step it once per process per step, but
-    # total_steps already counts optimizer steps. It is registered so checkpoints carry it.
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    from accelerate.utils import DistributedType
-
-    manual_reduce = world > 1 and accelerator.distributed_type in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
-    engine_reduce = world > 1 and not manual_reduce
-
-    step, epoch, micro_done = 0, 0, 0
-    resume = latest_checkpoint(out)
-    if resume is not None:
-        state = load_checkpoint(accelerator, resume)
-        step, epoch, micro_done = state["step"], state["epoch"], state["micro_in_epoch"]
-        accelerator.print(f"resumed from {resume} at step {step}")
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(cfg.model_dump_json(indent=2))
-    log_file = out / "train_log.jsonl"
-
-    bar = None
-    if progress and accelerator.is_main_process:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total_steps, initial=step, desc=f"stage {cfg.stage}", unit="step")
-
-    dropped_total = 0
-    stopped_early = False
-    while step < total_steps and epoch < cfg.epochs:
-        sampler.set_position(epoch, micro_done * cfg.per_device_batch_size)
-        it = iter(loader)
-        exhausted = False
-        while step < total_steps and not exhausted:
-            micro: list[Batch] = []
-            for _ in range(accum):
-                try:
-                    micro.append(next(it))
-                except StopIteration:
-                    exhausted = True
-                    break
-            if not micro:
-                break
-            t0 = time.perf_counter()
-            counts = torch.tensor([sum(int((b.tensors["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro if b.size),
-                                   sum(b.size for b in micro), sum(len(b.dropped) for b in micro)],
-                                  dtype=torch.long, device=accelerator.device)
-            counts = accelerator.reduce(counts, reduction="sum") if world > 1 else counts
-            n_tokens, n_samples, n_dropped = (int(x) for x in counts)
-            dropped_total += n_dropped
-            sums = {"loss": 0.0, "ce": 0.0, "bce_video": 0.0, "bce_query": 0.0, "video_correct": 0, "query_correct": 0}
-            if n_tokens == 0:  # every sample of the step was dropped, on every rank
-                micro_done += len(micro)
-                continue
-            for i, b in enumerate(micro):
-                last = i == len(micro) - 1
-                if not b.size:
-                    if engine_reduce and last:
-                        raise RuntimeError(f"rank {rank}: every sample of the step's last micro-batch was dropped; "
-                                           "FSDP/DeepSpeed cannot reduce without it (see the module docstring)")
-                    continue
-                b = b.to(accelerator.device)
-                sync = nullcontext() if world == 1 or (engine_reduce and last) else accelerator.no_sync(model)
-                with sync, accelerator.autocast():
-                    logits, v_logit, q_logit = _forward(model, b, cfg.uses_heads)
-                    parts = at_sft_loss(logits, b.tensors["labels"], num_tokens=n_tokens, video_logit=v_logit,
-                                        video_label=b.video_label, query_logit=q_logit, query_label=b.query_label,
-                                        num_samples=n_samples, lambda_v=cfg.lambda_v, lambda_t=cfg.lambda_t)
-                accelerator.backward(parts.total * world if engine_reduce else parts.total)
-                sums["loss"] += float(parts.total.detach())
-                sums["ce"] += float(parts.ce)
-                sums["bce_video"] += float(parts.bce_video)
-                sums["bce_query"] += float(parts.bce_query)
-                if v_logit is not None:
-                    sums["video_correct"] += int(((v_logit.detach() > 0).float() == b.video_label).sum())
-                    sums["query_correct"] += int(((q_logit.detach() > 0).float() == b.query_label).sum())
-            if manual_reduce:
-                for p in trainable:  # ranks with empty micro-batches contribute zeros
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                    torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
-            grad_norm = None
-            if cfg.max_grad_norm is not None:
-                grad_norm = float(accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            micro_done += len(micro)
-
-            stats = torch.tensor([sums["loss"], sums["ce"], sums["bce_video"], sums["bce_query"],
-                                  sums["video_correct"], sums["query_correct"]], dtype=torch.float64,
-                                 device=accelerator.device)
-            if world > 1:
-                stats = accelerator.reduce(stats, reduction="sum")
-            if accelerator.is_main_process and (step % cfg.log_every == 0 or step == total_steps):
-                row = {"step": step, "epoch": epoch, "loss": round(float(stats[0]), 6), "ce": round(float(stats[1]), 6),
-                       "lr": [round(g["lr"], 10) for g in optimizer.param_groups], "tokens": n_tokens,
-                       "samples": n_samples, "dropped": dropped_total,
-                       "grad_norm": None if grad_norm is None else round(grad_norm, 6),
-                       "seconds": round(time.perf_counter() - t0, 4)}
-                if cfg.uses_heads:
-                    row.update(bce_video=round(float(stats[2]), 6), bce_query=round(float(stats[3]), 6),
-                               video_acc=round(float(stats[4]) / n_samples, 4),
-                               query_acc=round(float(stats[5]) / n_samples, 4))
-                with open(log_file, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
-                if bar is not None:
-                    bar.set_postfix({k: row[k] for k in ("loss", "video_acc", "query_acc") if k in row})
-            if bar is not None:
-                bar.update(1)
-            if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-                save_checkpoint(accelerator, out, step, {"step": step, "epoch": epoch, "micro_in_epoch": micro_done},
-                                keep=cfg.keep_checkpoints)
-            if stop_after_steps is not None and step >= stop_after_steps:
-                stopped_early = True
-                break
-        if stopped_early:
-            break
-        if exhausted or micro_done >= micro_per_epoch:
-            epoch, micro_done = epoch + 1, 0
-    if bar is not None:
-        bar.close()
-    final = out / FINAL_DIR
-    if stopped_early:
-        return final
-    finish_run(accelerator, out, trainable, accelerator.unwrap_model(model), llm.processor,
-               note=f"dropped {dropped_total} sample(s) (too long or bad video): see {log_file}"
-               if dropped_total else None)
-    return final
-
-
-def finish_run(accelerator, out: Path, trainable, model, processor, *, note: str | None = None) -> Path:
-    """The end of a stage: every rank records a fingerprint of its trainable weights (equal files
-    prove the ranks stayed in lock-step: data-parallel runs must end with identical replicas),
-    then the main process saves the final model."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"weights_rank{accelerator.process_index}.sha256").write_text(weights_fingerprint(trainable) + "\n")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_model(model, processor, out / FINAL_DIR)
-        if note:
-            accelerator.print(note)
-    accelerator.wait_for_everyone()
-    return out / FINAL_DIR
-
-
-def weights_fingerprint(params) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in params:
-        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def save_model(model: torch.nn.Module, processor, path: Path) -> None:
-    """A stage's output, loadable by the next stage and by evaluation (safetensors); LoRA
-    adapters are merged first."""
-    from videosafety.train.lora import merge_lora
-
-    merge_lora(model)
-    path.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "alarm_vectors"):
-        model.save_pretrained(path, processor=processor)
-    else:
-        model.save_pretrained(path, safe_serialization=True)
-        processor.save_pretrained(path)
+    """Train a SFT stage; returns the folder of the final model. Resumes from the newest complete
+    checkpoint in output_dir. stop_after_steps: see `SFTTrainer.train`."""
+    return SFTTrainer(cfg, progress=progress).train(stop_after_steps=stop_after_steps)

@@ -1,0 +1,192 @@
+"""The run both trainers share (SFT stages in train/trainer.py, GRPO in train/grpo.py):
+
+    resume from the newest complete checkpoint
+    for each chunk of data:   the trainer's optimizer steps on it, a log row per step,
+                              then a checkpoint where one is due
+    final save (the trainer's, once the loop ran to the end)
+
+A chunk is the data between two places a run can be checkpointed: one optimizer step's
+micro-batches (SFT) or one round's prompts (GRPO, which takes num_iterations steps on them).
+A checkpoint records the position after its chunk, so a resumed run sees the data, and draws
+the samples, the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+import torch
+from tqdm.auto import tqdm
+
+from videosafety.train.config import TrainConfig
+from videosafety.train.lora import merge_lora
+
+CHECKPOINT_DIR = "checkpoints"
+FINAL_DIR = "final"
+STATE_FILE = "trainer_state.json"
+LOG_FILE = "train_log.jsonl"
+
+Data = TypeVar("Data")
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a run stands; saved with every checkpoint."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    offset: int = 0  # the epoch's data this process has used, in the trainer's unit (SFT micro-batches, GRPO prompts)
+
+    @classmethod
+    def from_state(cls, state: dict) -> Position:
+        # Checkpoints written before the trainers shared this loop name the offset by trainer.
+        offset = state.get("offset", state.get("micro_in_epoch", state.get("position", 0)))
+        return cls(step=state["step"], epoch=state["epoch"], offset=offset)
+
+
+@dataclass(frozen=True)
+class Chunk(Generic[Data]):
+    """A piece of an epoch's data, and the epoch's offset once it is used."""
+
+    data: Data
+    epoch: int
+    end: int
+
+
+class StepStats(Protocol):
+    def log_row(self, step: int) -> dict[str, Any]: ...
+
+
+class Trainer(Protocol):
+    """What `train_loop` needs of a trainer (set up before the loop starts)."""
+
+    cfg: TrainConfig
+    accelerator: Any
+    total_steps: int
+
+    def chunks(self, epoch: int, offset: int) -> Iterator[Chunk]:
+        """The data from (epoch, offset) to the end of the last epoch."""
+
+    def train_on(self, chunk: Chunk, step: int, steps_left: int) -> Iterator[StepStats]:
+        """At most steps_left optimizer steps on the chunk (none when all its samples were dropped),
+        the stats of each; step: the optimizer steps done before the chunk."""
+
+
+def train_loop(trainer: Trainer, *, desc: str, show: tuple[str, ...], progress: bool = True,
+               stop_after_steps: int | None = None) -> bool:
+    """Run the trainer from where output_dir's newest complete checkpoint left off to the last
+    step. Returns False when stop_after_steps ended the run early (as a kill would: no final
+    model), True when it ran to the end. show: log-row keys for the progress bar."""
+    cfg, accelerator, total_steps = trainer.cfg, trainer.accelerator, trainer.total_steps
+    out = Path(cfg.output_dir)
+    position = Position()
+    resume = latest_checkpoint(out)
+    if resume is not None:
+        position = Position.from_state(load_checkpoint(accelerator, resume))
+        accelerator.print(f"resumed from {resume} at step {position.step}")
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(cfg.model_dump_json(indent=2))
+    bar = None
+    if progress and accelerator.is_main_process:
+        bar = tqdm(total=total_steps, initial=position.step, desc=desc, unit="step")
+
+    finished = True
+    chunks = trainer.chunks(position.epoch, position.offset) if position.step < total_steps else iter(())
+    for chunk in chunks:
+        step = position.step
+        for stats in trainer.train_on(chunk, step, total_steps - step):
+            step += 1
+            if accelerator.is_main_process and (step % cfg.log_every == 0 or step == total_steps):
+                row = stats.log_row(step)
+                with open(out / LOG_FILE, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+                if bar is not None:
+                    bar.set_postfix({k: row[k] for k in show if k in row})
+            if bar is not None:
+                bar.update(1)
+        crossed_save_point = cfg.save_every and step // cfg.save_every > position.step // cfg.save_every
+        position = Position(step, chunk.epoch, chunk.end)
+        if crossed_save_point and step < total_steps:
+            save_checkpoint(accelerator, out, position, keep=cfg.keep_checkpoints)
+        if stop_after_steps is not None and step >= stop_after_steps:
+            finished = False
+            break
+        if step >= total_steps:
+            break
+    if bar is not None:
+        bar.close()
+    return finished
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted((out / CHECKPOINT_DIR).glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    done = [c for c in _checkpoints(out) if (c / STATE_FILE).exists()]  # a checkpoint without state was cut off
+    return done[-1] if done else None
+
+
+def load_checkpoint(accelerator, path: Path) -> dict:
+    """Restore accelerate's state from a checkpoint; returns the trainer's position saved with it."""
+    accelerator.load_state(str(path))
+    return json.loads((path / STATE_FILE).read_text())
+
+
+def save_checkpoint(accelerator, out: Path, position: Position, *, keep: int) -> None:
+    """accelerate's state (model, optimizer, scheduler, RNG) plus the run's position; the state
+    file is written last, so a checkpoint cut off mid-save is never resumed from."""
+    path = out / CHECKPOINT_DIR / f"step-{position.step}"
+    accelerator.save_state(str(path))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {"step": position.step, "epoch": position.epoch, "offset": position.offset}
+        (path / STATE_FILE).write_text(json.dumps(state))
+        for old in _checkpoints(out)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+# ---------------------------------------------------------------- the end of a stage
+
+def finish_run(accelerator, out: Path, trainable, model, processor, *, note: str | None = None) -> Path:
+    """The end of a stage: every rank records a fingerprint of its trainable weights (equal files
+    prove the ranks stayed in lock-step: data-parallel runs must end with identical replicas),
+    then the main process saves the final model."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"weights_rank{accelerator.process_index}.sha256").write_text(weights_fingerprint(trainable) + "\n")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_model(model, processor, out / FINAL_DIR)
+        if note:
+            accelerator.print(note)
+    accelerator.wait_for_everyone()
+    return out / FINAL_DIR
+
+
+def weights_fingerprint(params) -> str:
+    digest = hashlib.sha256()
+    for p in params:
+        digest.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_model(model: torch.nn.Module, processor, path: Path) -> None:
+    """A stage's output, loadable by the next stage and by evaluation (safetensors); LoRA
+    adapters are merged first."""
+    merge_lora(model)
+    path.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "alarm_vectors"):
+        model.save_pretrained(path, processor=processor)
+    else:
+        model.save_pretrained(path, safe_serialization=True)
+        processor.save_pretrained(path)
