@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from videosafety.models.base import ModelInput
-from videosafety.train.alarm import (
+from videosafety.models.alarm import (
     TEXTUAL_ALARM,
     VISUAL_ALARM,
     AlarmTokenIds,
@@ -76,7 +76,7 @@ def test_placing_twice_is_refused():
 def test_insert_into_a_hand_made_batch():
     import torch
 
-    from videosafety.train.alarm import alarm_positions_of, insert_alarm_tokens
+    from videosafety.models.alarm import alarm_positions_of, insert_alarm_tokens
 
     pixels = torch.ones(2, 6)  # shaped like input_ids by coincidence: still not per-token
     batch = {
@@ -120,7 +120,7 @@ RESPONSE = "I can't help with that."
 def alarm_llm(tiny_model_dirs):
     """family -> an HFVideoLLM of its own (not the shared conftest one) with alarms registered."""
     from videosafety.models.hf import HFVideoLLM
-    from videosafety.train.alarm import register_alarm_tokens
+    from videosafety.models.alarm import register_alarm_tokens
 
     cache: dict = {}
 
@@ -135,7 +135,7 @@ def alarm_llm(tiny_model_dirs):
 
 
 def facts(llm):
-    from videosafety.train.alarm import alarm_ids_of, end_of_turn_id_of, visual_token_ids_of
+    from videosafety.models.alarm import alarm_ids_of, end_of_turn_id_of, visual_token_ids_of
 
     return alarm_ids_of(llm.processor), visual_token_ids_of(llm.processor, llm.model.config), \
         end_of_turn_id_of(llm.processor)
@@ -152,7 +152,7 @@ def test_token_facts_found_generically(family, alarm_llm):
 
 
 def test_end_of_turn_needs_a_special_token(tiny_tokenizer):
-    from videosafety.train.alarm import end_of_turn_id_of
+    from videosafety.models.alarm import end_of_turn_id_of
 
     class Plain:
         tokenizer = tiny_tokenizer
@@ -171,7 +171,7 @@ def _strip(row_ids, row_mask, drop=()):
 def test_insertion_mixed_batch(family, alarm_llm):
     import torch
 
-    from videosafety.train.alarm import prepare_alarm_batch
+    from videosafety.models.alarm import prepare_alarm_batch
 
     llm = alarm_llm(family)
     alarm, vis, eot = facts(llm)
@@ -208,7 +208,7 @@ def test_insertion_mixed_batch(family, alarm_llm):
 def test_insertion_with_prompt_lens_for_training(family, alarm_llm):
     import torch
 
-    from videosafety.train.alarm import IGNORE_INDEX, insert_alarm_tokens, prepare_alarm_batch
+    from videosafety.models.alarm import IGNORE_INDEX, insert_alarm_tokens, prepare_alarm_batch
 
     llm = alarm_llm(family)
     alarm, vis, eot = facts(llm)
@@ -254,7 +254,7 @@ def test_mrope_treats_alarms_as_text(family, alarm_llm):
 
     import torch
 
-    from videosafety.train.alarm import prepare_alarm_batch
+    from videosafety.models.alarm import prepare_alarm_batch
 
     llm = alarm_llm(family)
     inner = llm.model.model
@@ -284,7 +284,7 @@ def test_forward_and_generate_with_alarms(family, alarm_llm):
     import torch
 
     from videosafety.models.base import GenerationSettings
-    from videosafety.train.alarm import AlarmModel, prepare_alarm_batch
+    from videosafety.models.alarm import AlarmModel, prepare_alarm_batch
 
     llm = alarm_llm(family)
     am = AlarmModel(llm.model, facts(llm)[0]).eval()
@@ -314,7 +314,7 @@ def test_forward_and_generate_with_alarms(family, alarm_llm):
 def test_hook_substitutes_only_alarm_rows(alarm_llm):
     import torch
 
-    from videosafety.train.alarm import AlarmModel
+    from videosafety.models.alarm import AlarmModel
 
     llm = alarm_llm("qwen2_vl")
     alarm = facts(llm)[0]
@@ -344,7 +344,7 @@ def test_registration_padded_vocabulary_is_kept_and_idempotent(tiny_dir):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from videosafety.train.alarm import register_alarm_tokens
+    from videosafety.models.alarm import register_alarm_tokens
 
     proc = AutoProcessor.from_pretrained(tiny_dir)
     model = AutoModelForImageTextToText.from_pretrained(tiny_dir)
@@ -366,7 +366,7 @@ def test_registration_grows_with_mean_rows(tiny_model_dirs, tied):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from videosafety.train.alarm import embeddings_tied, register_alarm_tokens
+    from videosafety.models.alarm import embeddings_tied, register_alarm_tokens
 
     d = tiny_model_dirs["qwen2_vl"]
     proc = AutoProcessor.from_pretrained(d)
@@ -400,7 +400,7 @@ def test_alarm_tokens_never_generated(tiny_model_dirs):
     import torch
 
     from videosafety.models.hf import HFVideoLLM
-    from videosafety.train.alarm import AlarmModel, prepare_alarm_batch, register_alarm_tokens
+    from videosafety.models.alarm import AlarmModel, prepare_alarm_batch, register_alarm_tokens
 
     llm = HFVideoLLM(tiny_model_dirs["qwen2_vl"], device="cpu", dtype="float32")
     alarm = register_alarm_tokens(llm.processor, llm.model)
@@ -434,7 +434,7 @@ def test_gradients_and_param_groups(family, alarm_llm):
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from videosafety.train.alarm import (
+    from videosafety.models.alarm import (
         IGNORE_INDEX,
         AlarmModel,
         language_parameters,
@@ -477,7 +477,7 @@ def test_save_load_round_trip(family, alarm_llm, tmp_path, tiny_dir):
     from transformers import AutoProcessor
 
     from videosafety.models.hf import HFVideoLLM
-    from videosafety.train.alarm import (
+    from videosafety.models.alarm import (
         AlarmModel,
         alarm_ids_of,
         is_alarm_checkpoint,

@@ -169,7 +169,7 @@ def test_cot_stage_trains_llm_only(stage2, records, tmp_path):
 def test_plain_sft_has_no_alarm_tokens(records, model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from videosafety.train.alarm import VISUAL_ALARM, is_alarm_checkpoint
+    from videosafety.models.alarm import VISUAL_ALARM, is_alarm_checkpoint
     from videosafety.train.trainer import run_training
 
     final = run_training(cfg_for("tiny-plain", records, model_dir, tmp_path / "plain", max_steps=2), progress=False)
@@ -208,7 +208,7 @@ def test_config_files_and_overrides(tmp_path):
 
 
 def test_lora_trains_adapters_only_and_saves_merged(records, model_dir, tmp_path):
-    from videosafety.train.alarm import AlarmModel
+    from videosafety.models.alarm import AlarmModel
     from videosafety.train.trainer import run_training
 
     cfg = cfg_for("tiny-stage2", records, model_dir, tmp_path / "lora", max_steps=3, gradient_checkpointing=True,

@@ -1,3 +1,3 @@
-"""Training: alarm tokens (``videosafety.train.alarm``), AT-SFT, CoT SFT, GRPO and their rewards.
+"""Training: alarm tokens (``videosafety.models.alarm``), AT-SFT, CoT SFT, GRPO and their rewards.
 
 Submodules import torch / transformers; this package itself imports nothing heavy."""

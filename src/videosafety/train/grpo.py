@@ -39,8 +39,22 @@ from pathlib import Path
 
 import torch
 
+from videosafety import video as vio
+from videosafety.models.alarm import (
+    alarm_positions_of,
+    end_of_turn_id_of,
+    prepare_alarm_batch,
+    vision_parameters,
+    visual_token_ids_of,
+)
 from videosafety.models.base import ModelInput
+from videosafety.rewards import PROBLEM_TYPES, score
 from videosafety.train.config import TrainConfig
+from videosafety.train.data import EpochSampler, record_input
+from videosafety.train.lora import adapters_disabled, add_lora
+from videosafety.train.records import GRPORecord, read_records
+from videosafety.train.trainer import (FINAL_DIR, finish_run, latest_checkpoint, load_checkpoint, load_for_stage,
+                                       make_accelerator, make_optimizer, save_checkpoint, trainable_groups)
 
 ADV_EPS = 1e-4  # spec: A = (r - mean) / (std + 1e-4)
 
@@ -51,8 +65,8 @@ def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """(N,) rewards, N a multiple of group_size, consecutive rows one group -> (N,) advantages."""
     if rewards.numel() % group_size:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
-    g = rewards.float().view(-1, group_size)
-    adv = (g - g.mean(dim=1, keepdim=True)) / (g.std(dim=1, keepdim=True) + ADV_EPS)
+    grouped = rewards.float().view(-1, group_size)
+    adv = (grouped - grouped.mean(dim=1, keepdim=True)) / (grouped.std(dim=1, keepdim=True) + ADV_EPS)
     return adv.view(-1)
 
 
@@ -117,8 +131,6 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: str, *, num_comp
 def vision_modules(base) -> list[torch.nn.Module]:
     """The top-level modules of a video LLM that hold only vision-side parameters (encoder,
     projector): the ones a video batch must run through."""
-    from videosafety.train.alarm import vision_parameters
-
     vision = {id(p) for p in vision_parameters(base)}
     inner = getattr(base, "model", base)
     mods = [child for _, child in inner.named_children()
@@ -210,7 +222,7 @@ class GRPOTrainer:
     def __init__(self, cfg: TrainConfig, *, progress: bool = True):
         if cfg.stage != "grpo":
             raise ValueError(f"GRPOTrainer runs stage grpo, got {cfg.stage!r}")
-        self.cfg, self.g = cfg, cfg.grpo
+        self.cfg, self.grpo = cfg, cfg.grpo
         self.progress = progress
         self.dropped = 0  # prompts whose video could not be read (on_bad_video: drop)
 
@@ -218,28 +230,23 @@ class GRPOTrainer:
     def _setup(self):
         from accelerate.utils import DistributedType, set_seed
 
-        from videosafety.train.records import GRPORecord, read_records
-        from videosafety.train.trainer import load_for_stage, make_accelerator, make_optimizer, trainable_groups
-
-        cfg, g = self.cfg, self.g
-        acc = self.acc = make_accelerator(cfg)
+        cfg, grpo = self.cfg, self.grpo
+        accelerator = self.accelerator = make_accelerator(cfg)
         set_seed(cfg.seed)
-        self.world, self.rank = acc.num_processes, acc.process_index
-        if g.prompts_per_step % self.world:
-            raise ValueError(f"grpo.prompts_per_step={g.prompts_per_step} is not a multiple of the "
+        self.world, self.rank = accelerator.num_processes, accelerator.process_index
+        if grpo.prompts_per_step % self.world:
+            raise ValueError(f"grpo.prompts_per_step={grpo.prompts_per_step} is not a multiple of the "
                              f"{self.world} processes")
-        self.per_rank = g.prompts_per_step // self.world
+        self.per_rank = grpo.prompts_per_step // self.world
 
         loaded = load_for_stage(cfg)
         self.llm, self.alarm = loaded.llm, loaded.alarm
         model = loaded.model
         model.train()
         if cfg.lora is not None:
-            from videosafety.train.lora import add_lora
-
             add_lora(self.llm.model, cfg.lora)
         self.ref = None
-        if g.beta and cfg.lora is None:
+        if grpo.beta and cfg.lora is None:
             self.ref = copy.deepcopy(model).eval()  # frozen copy of the starting model
             for p in self.ref.parameters():
                 p.requires_grad_(False)
@@ -251,38 +258,35 @@ class GRPOTrainer:
         self.records = read_records(cfg.data, GRPORecord)
         if not self.records:
             raise ValueError(f"{cfg.data}: no records")
-        from videosafety.train.data import EpochSampler
 
         self.sampler = EpochSampler(len(self.records), seed=cfg.seed, rank=self.rank, world=self.world)
         rounds_per_epoch = len(self.sampler.order(0)) // self.per_rank
         if rounds_per_epoch == 0:
             raise ValueError(f"{cfg.data}: {len(self.records)} records give no full round of "
-                             f"{g.prompts_per_step} prompts")
+                             f"{grpo.prompts_per_step} prompts")
         self.rounds_per_epoch = rounds_per_epoch
-        total = rounds_per_epoch * cfg.epochs * g.num_iterations
+        total = rounds_per_epoch * cfg.epochs * grpo.num_iterations
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
         self.total_steps = total
 
         self.optimizer, self.scheduler = make_optimizer(groups, cfg, total)
-        self.model, self.optimizer = acc.prepare(model, self.optimizer)
-        acc.register_for_checkpointing(self.scheduler)
-        self.manual_reduce = self.world > 1 and acc.distributed_type in (DistributedType.MULTI_CPU,
+        self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.manual_reduce = self.world > 1 and accelerator.distributed_type in (DistributedType.MULTI_CPU,
                                                                          DistributedType.MULTI_GPU)
         if self.world > 1 and not self.manual_reduce:
             raise NotImplementedError("stage grpo supports single-process and DDP runs; FSDP/DeepSpeed "
                                       "would need the engine's own gradient reduction here")
-        self.unwrapped = acc.unwrap_model(self.model)
+        self.unwrapped = accelerator.unwrap_model(self.model)
         base = getattr(self.unwrapped, "base", self.unwrapped)
         self.visual = VisualCheck(base, *([] if self.ref is None else [getattr(self.ref, "base", self.ref)]))
         tok = self.llm.processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        from videosafety.train.alarm import end_of_turn_id_of
 
         eos = base.generation_config.eos_token_id
         eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
         self.stop_ids = {end_of_turn_id_of(self.llm.processor), *eos}
-        from videosafety.train.alarm import visual_token_ids_of
 
         # A sampled media placeholder would make the next forward's placeholder count disagree
         # with the pixel values; trained models never emit them, random ones do.
@@ -290,10 +294,6 @@ class GRPOTrainer:
 
     # -- one round's data
     def _inputs(self, records) -> tuple[list, list[ModelInput]]:
-        from videosafety import video as vio
-        from videosafety.rewards import PROBLEM_TYPES
-        from videosafety.train.data import record_input
-
         root = Path(self.cfg.data).parent
         kept, inputs = [], []
         for rec in records:
@@ -310,8 +310,6 @@ class GRPOTrainer:
 
     def _rows_batch(self, rows: list[ModelInput]) -> tuple[dict, torch.Tensor | None]:
         """One processor call over the rows, alarm tokens placed when the model has them."""
-        from videosafety.train.alarm import alarm_positions_of, prepare_alarm_batch
-
         if self.alarm is not None:
             batch, _ = prepare_alarm_batch(self.llm, rows, self.alarm.ids)
         else:
@@ -321,11 +319,11 @@ class GRPOTrainer:
         return batch, pos
 
     def _to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.acc.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return {k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     @torch.no_grad()
     def _generate(self, batch: dict, has_video: bool, seed: int) -> torch.Tensor:
-        g = self.g
+        grpo = self.grpo
         base = getattr(self.unwrapped, "base", self.unwrapped)
         from transformers import GenerationConfig
 
@@ -333,13 +331,13 @@ class GRPOTrainer:
         # min_new_tokens, no_repeat_ngram_size, ...) would sample from a distribution other than the
         # one the loss scores. Only its suppressed tokens carry over (plus media placeholders).
         gen = GenerationConfig(
-            do_sample=True, temperature=g.temperature, top_p=g.top_p, top_k=0, max_new_tokens=g.max_new_tokens,
+            do_sample=True, temperature=grpo.temperature, top_p=grpo.top_p, top_k=0, max_new_tokens=grpo.max_new_tokens,
             eos_token_id=sorted(self.stop_ids), pad_token_id=self.pad_id,
             bos_token_id=base.generation_config.bos_token_id,
             suppress_tokens=sorted({*(base.generation_config.suppress_tokens or []), *self.never}))
         self.unwrapped.eval()  # no dropout while sampling; KV cache on (checkpointing turns it off in train mode)
         try:
-            devices = [self.acc.device] if self.acc.device.type == "cuda" else []
+            devices = [self.accelerator.device] if self.accelerator.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices), self.visual.expect(batch, has_video, "generation"):
                 torch.manual_seed(seed)
                 out = self.unwrapped.generate(**self._to_device(batch), generation_config=gen)
@@ -350,34 +348,30 @@ class GRPOTrainer:
     def _logp(self, module, grp: Group, what: str) -> torch.Tensor:
         """Per-token log-probabilities (G, T) of a group's completions under `module`, computed on
         the full multimodal input (video and alarm embeddings included)."""
-        comp = grp.completion_ids.to(self.acc.device)
+        comp = grp.completion_ids.to(self.accelerator.device)
         kw = dict(self._to_device(grp.full), use_cache=False, logits_to_keep=comp.shape[1] + 1)
-        with self.visual.expect(grp.full, grp.has_video, what), self.acc.autocast():
+        with self.visual.expect(grp.full, grp.has_video, what), self.accelerator.autocast():
             if grp.alarm_positions is not None:
-                logits = module(alarm_positions=grp.alarm_positions.to(self.acc.device), heads=False, **kw).logits
+                logits = module(alarm_positions=grp.alarm_positions.to(self.accelerator.device), heads=False, **kw).logits
             else:
                 logits = module(**kw).logits
-        return token_logprobs(logits[:, :-1], comp, self.g.temperature)
+        return token_logprobs(logits[:, :-1], comp, self.grpo.temperature)
 
     @torch.no_grad()
     def _fixed_logps(self, grp: Group) -> None:
         """pi_old (only when the batch is reused: num_iterations > 1) and pi_ref, once per batch."""
-        if self.g.num_iterations > 1:
+        if self.grpo.num_iterations > 1:
             grp.old_logp = self._logp(self.unwrapped, grp, "old log-probs").cpu()
-        if self.g.beta:
+        if self.grpo.beta:
             if self.ref is not None:
                 grp.ref_logp = self._logp(self.ref, grp, "reference log-probs").cpu()
             else:
-                from videosafety.train.lora import adapters_disabled
-
                 with adapters_disabled(self.unwrapped):
                     grp.ref_logp = self._logp(self.unwrapped, grp, "reference log-probs").cpu()
 
     def _make_group(self, rec, inp: ModelInput, comp: torch.Tensor) -> Group:
         """A prompt's group from its G sampled completions: rewards, advantages, the group's own
         batch (prompt + completions) and its fixed log-probabilities."""
-        from videosafety.rewards import score
-
         mask = completion_mask(comp, self.stop_ids)
         width = int(mask.sum(dim=1).max())  # drop columns no completion of this group reached
         comp, mask = comp[:, :width], mask[:, :width]
@@ -390,7 +384,7 @@ class GRPOTrainer:
             texts.append(self.llm.processor.tokenizer.decode(ids, skip_special_tokens=True))
         results = [score(rec.problem_type, t, rec.solution) for t in texts]
         rewards = torch.tensor([x.total for x in results], dtype=torch.float32)
-        batch, pos = self._rows_batch([inp] * self.g.num_generations)
+        batch, pos = self._rows_batch([inp] * self.grpo.num_generations)
         grp = Group(rec.id, extend_with_completions(batch, comp, mask), pos, comp, mask, inp.has_video, texts,
                     rewards, [dict(x.components) for x in results], group_advantages(rewards, len(texts)))
         self._fixed_logps(grp)
@@ -401,39 +395,39 @@ class GRPOTrainer:
         the processor can batch (equal frame counts), since decoding is the step's longest part —
         then build each prompt's group."""
         records, inputs = self._inputs(records)
-        g = self.g.num_generations
+        n_gen = self.grpo.num_generations
         buckets: dict = {}
         for i, inp in enumerate(inputs):
-            buckets.setdefault(self.llm._batch_key(inp), []).append(i)
+            buckets.setdefault(self.llm.batch_key(inp), []).append(i)
         completions: list[torch.Tensor | None] = [None] * len(inputs)
         for b, idx in enumerate(buckets.values()):
-            batch, _ = self._rows_batch([inputs[i] for i in idx for _ in range(g)])
+            batch, _ = self._rows_batch([inputs[i] for i in idx for _ in range(n_gen)])
             out = self._generate(batch, any(inputs[i].has_video for i in idx), round_seed + 7919 * b)
             for k, i in enumerate(idx):
-                completions[i] = out[k * g:(k + 1) * g]
+                completions[i] = out[k * n_gen:(k + 1) * n_gen]
         return [self._make_group(rec, inp, comp) for rec, inp, comp in zip(records, inputs, completions)]
 
     # -- one optimizer step on a round
     def _step(self, groups: list[Group]) -> dict:
-        acc, g = self.acc, self.g
+        accelerator, grpo = self.accelerator, self.grpo
         counts = torch.tensor([sum(len(x.texts) for x in groups), sum(int(x.mask.sum()) for x in groups)],
-                              dtype=torch.long, device=acc.device)
+                              dtype=torch.long, device=accelerator.device)
         if self.world > 1:
-            counts = acc.reduce(counts, reduction="sum")
+            counts = accelerator.reduce(counts, reduction="sum")
         num_completions, num_tokens = (int(x) for x in counts)
         sums = torch.zeros(4, dtype=torch.float64)  # loss, KL token sum, clipped token sum, tokens
         for grp in groups:
-            sync = acc.no_sync(self.model) if self.world > 1 else nullcontext()
+            sync = accelerator.no_sync(self.model) if self.world > 1 else nullcontext()
             with sync:
                 logp = self._logp(self.model, grp, "policy log-probs")
                 old = grp.old_logp.to(logp.device) if grp.old_logp is not None else logp.detach()
                 ref = grp.ref_logp.to(logp.device) if grp.ref_logp is not None else None
                 mask = grp.mask.to(logp.device)
                 per_token, kl, clipped = grpo_token_loss(logp, old, ref, grp.advantages.to(logp.device),
-                                                         epsilon=g.epsilon, epsilon_high=g.epsilon_high, beta=g.beta)
-                loss = aggregate(per_token, mask, g.loss_aggregation, num_completions=num_completions,
+                                                         epsilon=grpo.epsilon, epsilon_high=grpo.epsilon_high, beta=grpo.beta)
+                loss = aggregate(per_token, mask, grpo.loss_aggregation, num_completions=num_completions,
                                  num_tokens=num_tokens)
-                acc.backward(loss)
+                accelerator.backward(loss)
             m = mask.float()
             sums += torch.tensor([float(loss.detach()), float((kl.detach() * m).sum()),
                                   float((clipped * m).sum()), float(m.sum())], dtype=torch.float64)
@@ -444,12 +438,12 @@ class GRPOTrainer:
                 torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
         grad_norm = None
         if self.cfg.max_grad_norm is not None:
-            grad_norm = float(acc.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm))
+            grad_norm = float(accelerator.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.world > 1:
-            sums = acc.reduce(sums.to(acc.device), reduction="sum").cpu()
+            sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu()
         return {"sums": sums, "grad_norm": grad_norm}
 
     # -- logging
@@ -472,31 +466,28 @@ class GRPOTrainer:
                    float(labelled and all(b == 1 for b in both)), float(labelled and all(b == 0 for b in both)),
                    float(grp.rewards.std() == 0)], dtype=torch.float64)
         if self.world > 1:
-            out = self.acc.reduce(out.to(self.acc.device), reduction="sum").cpu()
-            longest = int(self.acc.reduce(torch.tensor([longest], device=self.acc.device), reduction="max"))
+            out = self.accelerator.reduce(out.to(self.accelerator.device), reduction="sum").cpu()
+            longest = int(self.accelerator.reduce(torch.tensor([longest], device=self.accelerator.device), reduction="max"))
         stats = dict(zip(keys, out.tolist()))
         stats["longest"] = longest
         return stats
 
     def train(self, *, stop_after_steps: int | None = None) -> Path:
-        from videosafety.train.trainer import (FINAL_DIR, finish_run, latest_checkpoint, load_checkpoint,
-                                               save_checkpoint)
-
         self._setup()
-        cfg, g, acc = self.cfg, self.g, self.acc
+        cfg, grpo, accelerator = self.cfg, self.grpo, self.accelerator
         out = Path(cfg.output_dir)
         step, epoch, pos = 0, 0, 0
         resume = latest_checkpoint(out)
         if resume is not None:
-            state = load_checkpoint(acc, resume)
+            state = load_checkpoint(accelerator, resume)
             step, epoch, pos = state["step"], state["epoch"], state["position"]
-            acc.print(f"resumed from {resume} at step {step}")
-        if acc.is_main_process:
+            accelerator.print(f"resumed from {resume} at step {step}")
+        if accelerator.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
             (out / "train_config.json").write_text(cfg.model_dump_json(indent=2))
         log_file, samples_file = out / "train_log.jsonl", out / "completions.jsonl"
         bar = None
-        if self.progress and acc.is_main_process:
+        if self.progress and accelerator.is_main_process:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.total_steps, initial=step, desc="stage grpo", unit="step")
@@ -509,15 +500,15 @@ class GRPOTrainer:
                 records = [self.records[i] for i in order[pos:pos + self.per_rank]]
                 # Sampling seeds depend on the round and the process only: a resumed run draws
                 # the completions the uninterrupted run drew.
-                rnd = self._make_round(records, cfg.seed * 1_000_003 + (step // g.num_iterations) * 997 + self.rank)
+                rnd = self._make_round(records, cfg.seed * 1_000_003 + (step // grpo.num_iterations) * 997 + self.rank)
                 t_gen = time.perf_counter() - t0
                 stats = self._round_stats(rnd)
-                for it in range(g.num_iterations):
+                for it in range(grpo.num_iterations):
                     if step >= self.total_steps:
                         break
                     res = self._step(rnd)
                     step += 1
-                    if acc.is_main_process and (step % cfg.log_every == 0 or step == self.total_steps):
+                    if accelerator.is_main_process and (step % cfg.log_every == 0 or step == self.total_steps):
                         row = self._log_row(step, epoch, it, res, stats, t0, t_gen)
                         with open(log_file, "a", encoding="utf-8") as f:
                             f.write(json.dumps(row) + "\n")
@@ -525,11 +516,11 @@ class GRPOTrainer:
                             bar.set_postfix(reward=row["reward"], format=row["reward_format"])
                     if bar is not None:
                         bar.update(1)
-                if acc.is_main_process and rnd and g.log_completions:
+                if accelerator.is_main_process and rnd and grpo.log_completions:
                     self._log_completions(samples_file, step, rnd)
                 pos += self.per_rank
-                if cfg.save_every and step % cfg.save_every < g.num_iterations and step < self.total_steps:
-                    save_checkpoint(acc, out, step, {"step": step, "epoch": epoch, "position": pos},
+                if cfg.save_every and step % cfg.save_every < grpo.num_iterations and step < self.total_steps:
+                    save_checkpoint(accelerator, out, step, {"step": step, "epoch": epoch, "position": pos},
                                     keep=cfg.keep_checkpoints)
                 if stop_after_steps is not None and step >= stop_after_steps:
                     stopped = True
@@ -544,7 +535,7 @@ class GRPOTrainer:
         final = out / FINAL_DIR
         if stopped:
             return final
-        return finish_run(acc, out, self.trainable, self.unwrapped, self.llm.processor,
+        return finish_run(accelerator, out, self.trainable, self.unwrapped, self.llm.processor,
                           note=f"dropped {self.dropped} prompt(s) with bad videos" if self.dropped else None)
 
     def _log_row(self, step: int, epoch: int, iteration: int, res: dict, st: dict, t0: float, t_gen: float) -> dict:
@@ -572,7 +563,7 @@ class GRPOTrainer:
     def _log_completions(self, path: Path, step: int, groups: list[Group]) -> None:
         with open(path, "a", encoding="utf-8") as f:
             grp = groups[0]
-            for i in range(min(self.g.log_completions, len(grp.texts))):
+            for i in range(min(self.grpo.log_completions, len(grp.texts))):
                 f.write(json.dumps({"step": step, "record_id": grp.record_id, "completion": grp.texts[i],
                                     "reward": round(float(grp.rewards[i]), 4),
                                     "advantage": round(float(grp.advantages[i]), 4),

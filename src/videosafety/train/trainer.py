@@ -25,9 +25,14 @@ from pathlib import Path
 
 import torch
 
+from videosafety.models.alarm import (IGNORE_INDEX, AlarmModel, end_of_turn_id_of, is_alarm_checkpoint,
+                                      language_parameters, register_alarm_tokens, visual_token_ids_of)
+from videosafety.models.hf import HFVideoLLM
 from videosafety.train.config import TrainConfig
 from videosafety.train.data import AlarmSpec, Batch, EpochSampler, ExampleBuilder, RecordDataset, collate
-from videosafety.train.loss import IGNORE_INDEX, at_sft_loss
+from videosafety.train.loss import at_sft_loss
+from videosafety.train.lora import add_lora, lora_parameters, merge_lora
+from videosafety.train.records import CoTRecord, SFTRecord, read_records
 
 CHECKPOINT_DIR = "checkpoints"
 FINAL_DIR = "final"
@@ -36,7 +41,7 @@ STATE_FILE = "trainer_state.json"
 
 @dataclass
 class Loaded:
-    llm: object  # HFVideoLLM: processor, prompt rendering, batching
+    llm: HFVideoLLM  # processor, prompt rendering, batching
     model: torch.nn.Module  # what is trained: the base model (plain) or an AlarmModel
     alarm: AlarmSpec | None
 
@@ -44,25 +49,21 @@ class Loaded:
 def load_for_stage(cfg: TrainConfig) -> Loaded:
     """The model of a stage: plain SFT trains the HF model itself; alarm stages wrap it in an
     AlarmModel, registering the alarm tokens when the checkpoint has none yet."""
-    from videosafety.models.hf import HFVideoLLM
-
     dtype = "bfloat16" if cfg.mixed_precision == "bf16" else "float32"
-    from videosafety.train import alarm as at
-
     llm = HFVideoLLM(cfg.model, device="cpu", dtype=dtype, budget=cfg.budget)
-    alarm_ckpt = at.is_alarm_checkpoint(cfg.model)
+    alarm_ckpt = is_alarm_checkpoint(cfg.model)
     if not cfg.uses_alarms or (cfg.stage == "grpo" and not alarm_ckpt):
         return Loaded(llm, llm.model, None)
     if alarm_ckpt:
-        model = llm.alarm_model if llm.alarm_model is not None else at.AlarmModel.from_pretrained(cfg.model, base=llm.model)
+        model = llm.alarm_model if llm.alarm_model is not None else AlarmModel.from_pretrained(cfg.model, base=llm.model)
         ids = model.alarm
     elif cfg.stage == "cot":
         raise ValueError(f"{cfg.model}: stage cot starts from an alarm-token checkpoint (stage 2's output)")
     else:
-        ids = at.register_alarm_tokens(llm.processor, llm.model)
-        model = at.AlarmModel(llm.model, ids, init=cfg.alarm_init)
-    spec = AlarmSpec(ids, frozenset(at.visual_token_ids_of(llm.processor, llm.model.config)),
-                     at.end_of_turn_id_of(llm.processor))
+        ids = register_alarm_tokens(llm.processor, llm.model)
+        model = AlarmModel(llm.model, ids, init=cfg.alarm_init)
+    spec = AlarmSpec(ids, frozenset(visual_token_ids_of(llm.processor, llm.model.config)),
+                     end_of_turn_id_of(llm.processor))
     return Loaded(llm, model, spec)
 
 
@@ -74,11 +75,8 @@ def trainable_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     if hasattr(model, "param_groups"):  # an AlarmModel
         groups = model.param_groups()
     else:
-        from videosafety.train.alarm import language_parameters
-
         groups = {"llm": language_parameters(model)}
     if cfg.lora is not None:  # the LLM trains through its adapters only
-        from videosafety.train.lora import lora_parameters
 
         groups["llm"] = lora_parameters(model)
     out = []
@@ -159,8 +157,6 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
     without saving a final model: for resume tests."""
     from accelerate.utils import set_seed
 
-    from videosafety.train.records import CoTRecord, SFTRecord, read_records
-
     out = Path(cfg.output_dir)
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
@@ -173,8 +169,6 @@ def run_training(cfg: TrainConfig, *, progress: bool = True, stop_after_steps: i
     # included) act only in training mode.
     model.train()
     if cfg.lora is not None:
-        from videosafety.train.lora import add_lora
-
         add_lora(llm.model, cfg.lora)
     if cfg.gradient_checkpointing:
         base = getattr(model, "base", model)
@@ -355,8 +349,6 @@ def weights_fingerprint(params) -> str:
 def save_model(model: torch.nn.Module, processor, path: Path) -> None:
     """A stage's output, loadable by the next stage and by evaluation (safetensors); LoRA
     adapters are merged first."""
-    from videosafety.train.lora import merge_lora
-
     merge_lora(model)
     path.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "alarm_vectors"):
