@@ -101,7 +101,7 @@ class OpenAILogprobBackend:
     def __init__(self, model: str, base_url: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
                  max_retries: int = 2, max_concurrency: int = 8, top_logprobs: int = TOP_LOGPROBS,
                  extra_body: Mapping[str, Any] | None = None) -> None:
-        from videosafety.models.openai_api import _display_url
+        from videosafety.models.openai_api import display_url
 
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
@@ -113,7 +113,7 @@ class OpenAILogprobBackend:
         self.max_concurrency = int(max_concurrency)
         self.top_logprobs = int(top_logprobs)
         self.extra_body = dict(extra_body or {})
-        self.name = f"openai:{self.model}@{_display_url(self.base_url)}"
+        self.name = f"openai:{self.model}@{display_url(self.base_url)}"
         self.revision = None  # a server's model listing is not a stable content revision
 
     def request(self, system: str | None, user: str) -> dict[str, Any]:
@@ -128,7 +128,7 @@ class OpenAILogprobBackend:
     async def _adigit_probs(self, prompts: Sequence[tuple[str | None, str]]) -> list[dict[int, float] | Exception]:
         import openai
 
-        from videosafety.models.openai_api import NO_KEY, _scrub
+        from videosafety.models.openai_api import NO_KEY, scrub_key
 
         key = os.environ.get(self.api_key_env) or NO_KEY
         sem = asyncio.Semaphore(self.max_concurrency)
@@ -139,7 +139,7 @@ class OpenAILogprobBackend:
                     try:
                         resp = await client.chat.completions.create(**self.request(system, user))
                     except Exception as e:  # noqa: BLE001 - this row only
-                        return JudgeUnreachable(_scrub(f"{type(e).__name__}: {e}", key))
+                        return JudgeUnreachable(scrub_key(f"{type(e).__name__}: {e}", key))
                 try:
                     top = resp.choices[0].logprobs.content[0].top_logprobs
                 except (AttributeError, IndexError, TypeError):
@@ -149,12 +149,12 @@ class OpenAILogprobBackend:
             return list(await asyncio.gather(*(one(s, u) for s, u in prompts)))
 
     def digit_probs(self, prompts: Sequence[tuple[str | None, str]]) -> list[dict[int, float] | Exception]:
-        from videosafety.models.openai_api import _run_sync
+        from videosafety.models.openai_api import run_sync
 
         prompts = list(prompts)
         if not prompts:
             return []
-        return _run_sync(lambda: self._adigit_probs(prompts))
+        return run_sync(lambda: self._adigit_probs(prompts))
 
 
 def digit_token_ids(tokenizer) -> list[int]:
