@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from videosafety.configs import resolve_config
+from videosafety.models.alarm import AlarmModel, is_alarm_checkpoint, register_alarm_tokens
 from videosafety.train.config import load_config
 from videosafety.train.grpo import (
     ADV_EPS,
@@ -621,7 +622,6 @@ def alarm_ckpt(model_dir, tmp_path_factory):
     """A stage-3-like alarm checkpoint: alarm tokens registered, random (non-zero) alarm
     vectors and heads, so "unchanged" cannot pass by both being zeros."""
     from videosafety.models.hf import HFVideoLLM
-    from videosafety.models.alarm import AlarmModel, register_alarm_tokens
 
     llm = HFVideoLLM(model_dir, device="cpu", dtype="float32")
     ids = register_alarm_tokens(llm.processor, llm.model)
@@ -634,8 +634,6 @@ def alarm_ckpt(model_dir, tmp_path_factory):
 
 
 def test_grpo_from_an_alarm_checkpoint_trains_the_llm_only(data, alarm_ckpt, tmp_path, passes, monkeypatch):
-    from videosafety.models.alarm import AlarmModel, is_alarm_checkpoint
-
     ckpt, ids = alarm_ckpt
     seen = []
     orig_sub, orig_fwd = AlarmModel._substitute, AlarmModel.forward

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from videosafety.configs import resolve_config
+from videosafety.models.alarm import VISUAL_ALARM, AlarmModel, is_alarm_checkpoint
 from videosafety.train.config import load_config
 from videosafety.train.records import write_records
 
@@ -170,7 +171,6 @@ def test_cot_stage_trains_llm_only(stage2, records, tmp_path):
 def test_plain_sft_has_no_alarm_tokens(records, model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from videosafety.models.alarm import VISUAL_ALARM, is_alarm_checkpoint
     from videosafety.train.trainer import run_training
 
     final = run_training(cfg_for("tiny-plain", records, model_dir, tmp_path / "plain", max_steps=2), progress=False)
@@ -209,7 +209,6 @@ def test_config_files_and_overrides(tmp_path):
 
 
 def test_lora_trains_adapters_only_and_saves_merged(records, model_dir, tmp_path):
-    from videosafety.models.alarm import AlarmModel
     from videosafety.train.trainer import run_training
 
     cfg = cfg_for("tiny-stage2", records, model_dir, tmp_path / "lora", max_steps=3, gradient_checkpointing=True,

@@ -377,13 +377,13 @@ class AlarmHeads:
     def load(cls, directory: str | os.PathLike) -> AlarmHeads:
         from safetensors.torch import load_file
 
-        d = Path(directory)
-        if (d / HEADS_DIR).is_dir():
-            d = d / HEADS_DIR
-        cfg = json.loads((d / HEADS_CONFIG_FILE).read_text(encoding="utf-8"))
+        folder = Path(directory)
+        if (folder / HEADS_DIR).is_dir():
+            folder = folder / HEADS_DIR
+        cfg = json.loads((folder / HEADS_CONFIG_FILE).read_text(encoding="utf-8"))
         if cfg.get("format_version") != EXPORT_FORMAT_VERSION:
-            raise ValueError(f"{d / HEADS_CONFIG_FILE}: format_version {cfg.get('format_version')!r}")
-        state = load_file(str(d / HEADS_WEIGHTS_FILE))
+            raise ValueError(f"{folder / HEADS_CONFIG_FILE}: format_version {cfg.get('format_version')!r}")
+        state = load_file(str(folder / HEADS_WEIGHTS_FILE))
         return cls(int(cfg["visual"]["token_id"]), int(cfg["textual"]["token_id"]),
                    state["visual_head.weight"], state["visual_head.bias"],
                    state["textual_head.weight"], state["textual_head.bias"])
@@ -420,14 +420,14 @@ def save_alarm_heads(alarm_model, directory: str | os.PathLike) -> Path:
     """Write the heads of ``alarm_model`` to ``directory/alarm_heads/``; returns that folder."""
     from safetensors.torch import save_file
 
-    d = Path(directory) / HEADS_DIR
-    d.mkdir(parents=True, exist_ok=True)
+    folder = Path(directory) / HEADS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
     state = {}
     for name in ("visual_head", "textual_head"):
         for k, v in getattr(alarm_model, name).state_dict().items():
             state[f"{name}.{k}"] = v.detach().cpu().contiguous()
-    save_file(state, str(d / HEADS_WEIGHTS_FILE), metadata={"format": "pt"})
-    a = alarm_model.alarm
+    save_file(state, str(folder / HEADS_WEIGHTS_FILE), metadata={"format": "pt"})
+    alarm = alarm_model.alarm
     cfg = {
         "format_version": EXPORT_FORMAT_VERSION,
         "needed_for_generation": False,
@@ -440,12 +440,12 @@ def save_alarm_heads(alarm_model, directory: str | os.PathLike) -> Path:
         "hidden_size": int(alarm_model.hidden_size),
         "dtype": str(alarm_model.visual_head.weight.dtype).removeprefix("torch."),
         "visual": {"tensors": ["visual_head.weight", "visual_head.bias"], "token": VISUAL_ALARM,
-                   "token_id": a.visual, "predicts": "video harmful"},
+                   "token_id": alarm.visual, "predicts": "video harmful"},
         "textual": {"tensors": ["textual_head.weight", "textual_head.bias"], "token": TEXTUAL_ALARM,
-                    "token_id": a.textual, "predicts": "query harmful"},
+                    "token_id": alarm.textual, "predicts": "query harmful"},
     }
-    (d / HEADS_CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-    return d
+    (folder / HEADS_CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    return folder
 
 
 # ============================================================================ export

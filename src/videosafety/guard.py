@@ -44,8 +44,8 @@ class HarmGuard:
                 chunk = idx[s:s + self.batch_size]
                 batch, pos = prepare_alarm_batch(self.llm, [inputs[i] for i in chunk], self.model.alarm)
                 batch = batch.to(self.llm.device)
-                p = self.model.harm_probs(alarm_positions=pos.to(self.llm.device), **batch)
-                out[chunk] = p.cpu().numpy()
+                probs = self.model.harm_probs(alarm_positions=pos.to(self.llm.device), **batch)
+                out[chunk] = probs.cpu().numpy()
         return out
 
     def score(self, video: str | Path | None, query: str) -> tuple[float, float]:
@@ -91,10 +91,11 @@ def guard_manifest(guard: HarmGuard, manifest: str | Path, *, split: str | None 
             report.errors[s.id] = str(e)
     if not inputs:
         return report
-    p = guard.probs(inputs)
-    y = np.asarray(labels)
+    probs = guard.probs(inputs)
+    truth = np.asarray(labels)
     report.n = len(inputs)
     for col, name in ((0, "video"), (1, "query")):
-        setattr(report, f"{name}_auroc", auroc(p[:, col].tolist(), y[:, col].tolist()))
-        setattr(report, f"{name}_accuracy", accuracy((p[:, col] > threshold).astype(int).tolist(), y[:, col].tolist()))
+        setattr(report, f"{name}_auroc", auroc(probs[:, col].tolist(), truth[:, col].tolist()))
+        setattr(report, f"{name}_accuracy",
+                accuracy((probs[:, col] > threshold).astype(int).tolist(), truth[:, col].tolist()))
     return report

@@ -659,15 +659,15 @@ class AlarmModel(nn.Module):
         ``alarm.safetensors`` (vectors + heads) and ``alarm_config.json``."""
         from safetensors.torch import save_file
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        self.base.save_pretrained(d)
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.base.save_pretrained(folder)
         if processor is not None:
             registered = alarm_ids_of(processor)
             if registered != self.alarm:
                 raise ValueError(f"processor alarm ids {registered} differ from the model's {self.alarm}")
-            processor.save_pretrained(d)
-        save_file(self._alarm_state(), str(d / ALARM_WEIGHTS_FILE), metadata={"format": "pt"})
+            processor.save_pretrained(folder)
+        save_file(self._alarm_state(), str(folder / ALARM_WEIGHTS_FILE), metadata={"format": "pt"})
         cfg = {
             "format_version": FORMAT_VERSION,
             "visual_token": VISUAL_ALARM,
@@ -678,8 +678,8 @@ class AlarmModel(nn.Module):
             "init": self.init,
             "param_dtype": str(self.alarm_vectors.dtype).removeprefix("torch."),
         }
-        (d / ALARM_CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-        return d
+        (folder / ALARM_CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        return folder
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, base=None, **loader_kwargs) -> AlarmModel:
@@ -691,30 +691,30 @@ class AlarmModel(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModelForImageTextToText
 
-        d = Path(directory)
-        if not is_alarm_checkpoint(d):
-            raise ValueError(f"{d} is not an alarm checkpoint (needs {ALARM_CONFIG_FILE} and {ALARM_WEIGHTS_FILE})")
-        cfg = json.loads((d / ALARM_CONFIG_FILE).read_text(encoding="utf-8"))
+        folder = Path(directory)
+        if not is_alarm_checkpoint(folder):
+            raise ValueError(f"{folder} is not an alarm checkpoint (needs {ALARM_CONFIG_FILE} and {ALARM_WEIGHTS_FILE})")
+        cfg = json.loads((folder / ALARM_CONFIG_FILE).read_text(encoding="utf-8"))
         if cfg.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{d / ALARM_CONFIG_FILE}: format_version {cfg.get('format_version')!r}, "
+            raise ValueError(f"{folder / ALARM_CONFIG_FILE}: format_version {cfg.get('format_version')!r}, "
                              f"this code reads {FORMAT_VERSION}")
         if (cfg.get("visual_token"), cfg.get("textual_token")) != (VISUAL_ALARM, TEXTUAL_ALARM):
-            raise ValueError(f"{d / ALARM_CONFIG_FILE}: unexpected alarm token strings")
+            raise ValueError(f"{folder / ALARM_CONFIG_FILE}: unexpected alarm token strings")
         if base is None:
             loader_kwargs.setdefault("trust_remote_code", False)
             loader_kwargs["use_safetensors"] = True
-            base = AutoModelForImageTextToText.from_pretrained(str(d), **loader_kwargs)
+            base = AutoModelForImageTextToText.from_pretrained(str(folder), **loader_kwargs)
         elif loader_kwargs:
             raise ValueError(f"loader kwargs {sorted(loader_kwargs)} given with an already loaded base")
         alarm = AlarmTokenIds(int(cfg["visual_token_id"]), int(cfg["textual_token_id"]))
         dtype = getattr(torch, cfg.get("param_dtype", "float32"))
         model = cls(base, alarm, init=cfg.get("init", "zeros"), param_dtype=dtype)
         if model.hidden_size != int(cfg["hidden_size"]):
-            raise ValueError(f"{d}: hidden size {model.hidden_size} != saved {cfg['hidden_size']}")
-        state = load_file(str(d / ALARM_WEIGHTS_FILE))
+            raise ValueError(f"{folder}: hidden size {model.hidden_size} != saved {cfg['hidden_size']}")
+        state = load_file(str(folder / ALARM_WEIGHTS_FILE))
         expected = set(model._alarm_state())
         if set(state) != expected:
-            raise ValueError(f"{d / ALARM_WEIGHTS_FILE}: tensors {sorted(state)}, expected {sorted(expected)}")
+            raise ValueError(f"{folder / ALARM_WEIGHTS_FILE}: tensors {sorted(state)}, expected {sorted(expected)}")
         with torch.no_grad():
             model.alarm_vectors.copy_(state["alarm_vectors"])
             for name in ("visual_head", "textual_head"):
@@ -725,11 +725,11 @@ class AlarmModel(nn.Module):
 
 
 def is_alarm_checkpoint(directory: str | os.PathLike) -> bool:
-    d = Path(directory)
-    if not ((d / ALARM_CONFIG_FILE).is_file() and (d / ALARM_WEIGHTS_FILE).is_file()):
+    folder = Path(directory)
+    if not ((folder / ALARM_CONFIG_FILE).is_file() and (folder / ALARM_WEIGHTS_FILE).is_file()):
         return False
     try:
-        return "format_version" in json.loads((d / ALARM_CONFIG_FILE).read_text(encoding="utf-8"))
+        return "format_version" in json.loads((folder / ALARM_CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
 

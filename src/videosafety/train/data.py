@@ -198,8 +198,8 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def order(self, epoch: int) -> list[int]:
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + epoch)
-            perm = torch.randperm(self.n, generator=g).tolist()
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            perm = torch.randperm(self.n, generator=generator).tolist()
         else:
             perm = list(range(self.n))
         usable = (self.n // self.world) * self.world  # equal shards keep ranks in lock-step
