@@ -679,10 +679,10 @@ def test_grpo_from_an_alarm_checkpoint_trains_the_llm_only(data, alarm_ckpt, tmp
 # ---------------------------------------------------------------- LoRA
 
 def test_lora_reference_is_the_adapter_disabled_model(data, model_dir, tmp_path, passes, monkeypatch):
-    from videosafety.train import lora
+    from videosafety.train import grpo
 
     disabled = []
-    orig = lora.adapters_disabled
+    orig = grpo.adapters_disabled
 
     @contextmanager
     def counting(model):
@@ -690,7 +690,7 @@ def test_lora_reference_is_the_adapter_disabled_model(data, model_dir, tmp_path,
         with orig(model) as m:
             yield m
 
-    monkeypatch.setattr(lora, "adapters_disabled", counting)
+    monkeypatch.setattr(grpo, "adapters_disabled", counting)  # the name the trainer calls
     cfg = cfg_for(data, model_dir, tmp_path / "lora", data="video_ascii_8.jsonl", max_steps=2,
                   gradient_checkpointing=True, lora="{r: 4, alpha: 8, dropout: 0.0}",
                   **{"lr.llm": 1e-2}, **SMALL)
