@@ -73,6 +73,7 @@ same token sequence:
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -81,6 +82,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -247,8 +249,6 @@ class TemplateCheck:
 
 
 def _probe_inputs():
-    import numpy as np
-
     frames = np.random.default_rng(0).integers(0, 256, size=(4, 112, 112, 3), dtype=np.uint8)
     return {
         "video": ModelInput("Describe the video.", frames=frames, video_fps=1.0),
@@ -402,8 +402,6 @@ class AlarmHeads:
 
     def harm_probs(self, model, batch):
         """(B, 2) probabilities [video harmful, query harmful] from one forward pass of ``model``."""
-        import inspect
-
         kw = dict(batch)
         kw.pop("labels", None)
         kw.pop("output_hidden_states", None)

@@ -33,6 +33,11 @@ from typing import Any, Protocol
 
 from videosafety.judges.base import JudgeInput, Verdict
 from videosafety.judges.llm import JudgeUnreachable, Prompt, load_prompt, prompt_fields
+from videosafety.models.base import ModelInput
+from videosafety.models.openai_api import NO_KEY, display_url, run_sync, scrub_key
+
+# torch and openai are imported inside the backend that needs each: a judge uses one of them,
+# and importing either takes seconds.
 
 RJ_PROMPT = "rj_v1.txt"
 DEFAULT_TAU = 2.85
@@ -101,8 +106,6 @@ class OpenAILogprobBackend:
     def __init__(self, model: str, base_url: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
                  max_retries: int = 2, max_concurrency: int = 8, top_logprobs: int = TOP_LOGPROBS,
                  extra_body: Mapping[str, Any] | None = None) -> None:
-        from videosafety.models.openai_api import display_url
-
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         self.model = str(model)
@@ -128,8 +131,6 @@ class OpenAILogprobBackend:
     async def _adigit_probs(self, prompts: Sequence[tuple[str | None, str]]) -> list[dict[int, float] | Exception]:
         import openai
 
-        from videosafety.models.openai_api import NO_KEY, scrub_key
-
         key = os.environ.get(self.api_key_env) or NO_KEY
         sem = asyncio.Semaphore(self.max_concurrency)
         async with openai.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=self.max_retries,
@@ -149,8 +150,6 @@ class OpenAILogprobBackend:
             return list(await asyncio.gather(*(one(s, u) for s, u in prompts)))
 
     def digit_probs(self, prompts: Sequence[tuple[str | None, str]]) -> list[dict[int, float] | Exception]:
-        from videosafety.models.openai_api import run_sync
-
         prompts = list(prompts)
         if not prompts:
             return []
@@ -185,8 +184,6 @@ class HFLogitsBackend:
     def digit_logits(self, prompts: Sequence[tuple[str | None, str]]) -> list[list[float]]:
         """The five logits of "1".."5" at the next position after each rendered prompt."""
         import torch
-
-        from videosafety.models.base import ModelInput
 
         out: list[list[float]] = []
         ids = torch.tensor(self.digit_ids)

@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from videosafety.judges.base import Judge
+from videosafety.models.openai_api import display_url
+
+# Each judge's module is imported when its spec is loaded: the model-backed ones pull in
+# transformers or openai, and parsing a spec (the CLI's option check) needs none of them.
 
 FORMS = ("rules", "exact:demo", "llm:hf:PATH_OR_ID", "llm:openai:MODEL@BASE_URL", "rj:hf:PATH_OR_ID[?tau=T]",
          "rj:openai:MODEL@BASE_URL[?tau=T]")
@@ -84,8 +88,6 @@ def parse_judge_spec(spec: str) -> JudgeSpec:
 
 
 def judge_name(js: JudgeSpec, tau: float | None = None) -> str:
-    from videosafety.models.openai_api import display_url
-
     if js.kind == "rules":
         return "rules"
     if js.kind == "exact":

@@ -56,6 +56,9 @@ from videosafety.train.records import GRPORecord, read_records
 from videosafety.train.trainer import (FINAL_DIR, finish_run, latest_checkpoint, load_checkpoint, load_for_stage,
                                        make_accelerator, make_optimizer, save_checkpoint, trainable_groups)
 
+# accelerate, transformers and tqdm are imported where used: they take seconds to import, and
+# the pure parts (advantages, KL, aggregation) do not need them.
+
 ADV_EPS = 1e-4  # spec: A = (r - mean) / (std + 1e-4)
 
 

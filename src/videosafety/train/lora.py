@@ -16,6 +16,9 @@ from videosafety.models.alarm import language_model_of
 from videosafety.train.config import LoraSettings
 
 
+# peft is imported where used: it pulls in transformers (seconds), and LoRA is optional.
+
+
 def add_lora(model: nn.Module, settings: LoraSettings) -> list[nn.Parameter]:
     """Inject LoRA adapters into the language model's target modules; returns their parameters.
     Vision modules with the same names (some vision towers also have q_proj) are left alone."""

@@ -14,6 +14,7 @@ an error: use on_truncation=error or a larger per-device batch there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -33,6 +34,9 @@ from videosafety.train.data import AlarmSpec, Batch, EpochSampler, ExampleBuilde
 from videosafety.train.loss import at_sft_loss
 from videosafety.train.lora import add_lora, lora_parameters, merge_lora
 from videosafety.train.records import CoTRecord, SFTRecord, read_records
+
+# accelerate, transformers and tqdm are imported where used: they take seconds to import, and
+# the run helpers here (checkpoint paths, fingerprints) do not need them.
 
 CHECKPOINT_DIR = "checkpoints"
 FINAL_DIR = "final"
@@ -338,8 +342,6 @@ def finish_run(accelerator, out: Path, trainable, model, processor, *, note: str
 
 
 def weights_fingerprint(params) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for p in params:
         h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
