@@ -278,13 +278,13 @@ def demo_train_config(model_dir: str | Path, data: str | Path, output_dir: str |
                       steps: int = DEMO_STEPS, overrides: Sequence[str] = ()):
     """The shipped tiny-plain config with the demo's settings on top: stage plain, DEMO_BUDGET,
     TRAIN_SETTINGS, max_steps=steps (epochs never cap it); overrides ("key=value") win."""
-    data_ = yaml.safe_load(resolve_config("tiny-plain").read_text(encoding="utf-8"))
+    fields = yaml.safe_load(resolve_config("tiny-plain").read_text(encoding="utf-8"))
     settings = dict(TRAIN_SETTINGS)
-    data_["lr"] = {**data_.get("lr", {}), **settings.pop("lr")}
-    data_.update(settings)
-    data_.update(stage="plain", model=str(model_dir), data=str(data), output_dir=str(output_dir), seed=seed,
-                 max_steps=steps, epochs=1000, budget=DEMO_BUDGET.model_dump(), device="cpu")
-    return load_config(None, list(overrides), **data_)
+    fields["lr"] = {**fields.get("lr", {}), **settings.pop("lr")}
+    fields.update(settings)
+    fields.update(stage="plain", model=str(model_dir), data=str(data), output_dir=str(output_dir), seed=seed,
+                  max_steps=steps, epochs=1000, budget=DEMO_BUDGET.model_dump(), device="cpu")
+    return load_config(None, list(overrides), **fields)
 
 
 def build_demo_model(out_dir: str | Path, *, seed: int = DEMO_SEED, steps: int = DEMO_STEPS,
