@@ -301,7 +301,7 @@ def main() -> None:
     same_prompt = ours_ids == trl_ids
     first_inputs = ours._inputs(ours.records[:P])[1]
     prompt_lens = [len(ours._rows_batch([inp])[0]["input_ids"][0]) for inp in first_inputs]
-    n_buckets = len({ours.llm._batch_key(inp) for inp in first_inputs})
+    n_buckets = len({ours.llm.batch_key(inp) for inp in first_inputs})
 
     n_policy = sum(p.numel() for p in ours.trainable)
     n_trl = sum(p.numel() for p in tr.model.parameters() if p.requires_grad)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from videosafety.models.alarm import (IGNORE_INDEX, TEXTUAL_ALARM, VISUAL_ALARM, AlarmModel, AlarmTokenIds,
+                                      alarm_ids_of, alarm_positions_of, embeddings_tied, end_of_turn_id_of,
+                                      insert_alarm_tokens, is_alarm_checkpoint, language_parameters, place_alarms,
+                                      prepare_alarm_batch, register_alarm_tokens, vision_parameters,
+                                      visual_token_ids_of)
 from videosafety.models.base import ModelInput
-from videosafety.train.alarm import (
-    TEXTUAL_ALARM,
-    VISUAL_ALARM,
-    AlarmTokenIds,
-    place_alarms,
-)
 
 A = AlarmTokenIds(visual=100, textual=101)
 VIS = {9}
@@ -76,8 +75,6 @@ def test_placing_twice_is_refused():
 def test_insert_into_a_hand_made_batch():
     import torch
 
-    from videosafety.train.alarm import alarm_positions_of, insert_alarm_tokens
-
     pixels = torch.ones(2, 6)  # shaped like input_ids by coincidence: still not per-token
     batch = {
         "input_ids": torch.tensor([[0, 0, 5, 9, 6, 7], [5, 6, 6, 7, 8, 8]]),
@@ -120,7 +117,6 @@ RESPONSE = "I can't help with that."
 def alarm_llm(tiny_model_dirs):
     """family -> an HFVideoLLM of its own (not the shared conftest one) with alarms registered."""
     from videosafety.models.hf import HFVideoLLM
-    from videosafety.train.alarm import register_alarm_tokens
 
     cache: dict = {}
 
@@ -135,8 +131,6 @@ def alarm_llm(tiny_model_dirs):
 
 
 def facts(llm):
-    from videosafety.train.alarm import alarm_ids_of, end_of_turn_id_of, visual_token_ids_of
-
     return alarm_ids_of(llm.processor), visual_token_ids_of(llm.processor, llm.model.config), \
         end_of_turn_id_of(llm.processor)
 
@@ -152,8 +146,6 @@ def test_token_facts_found_generically(family, alarm_llm):
 
 
 def test_end_of_turn_needs_a_special_token(tiny_tokenizer):
-    from videosafety.train.alarm import end_of_turn_id_of
-
     class Plain:
         tokenizer = tiny_tokenizer
 
@@ -170,8 +162,6 @@ def _strip(row_ids, row_mask, drop=()):
 
 def test_insertion_mixed_batch(family, alarm_llm):
     import torch
-
-    from videosafety.train.alarm import prepare_alarm_batch
 
     llm = alarm_llm(family)
     alarm, vis, eot = facts(llm)
@@ -207,8 +197,6 @@ def test_insertion_mixed_batch(family, alarm_llm):
 
 def test_insertion_with_prompt_lens_for_training(family, alarm_llm):
     import torch
-
-    from videosafety.train.alarm import IGNORE_INDEX, insert_alarm_tokens, prepare_alarm_batch
 
     llm = alarm_llm(family)
     alarm, vis, eot = facts(llm)
@@ -254,8 +242,6 @@ def test_mrope_treats_alarms_as_text(family, alarm_llm):
 
     import torch
 
-    from videosafety.train.alarm import prepare_alarm_batch
-
     llm = alarm_llm(family)
     inner = llm.model.model
     alarm, _, _ = facts(llm)
@@ -284,7 +270,6 @@ def test_forward_and_generate_with_alarms(family, alarm_llm):
     import torch
 
     from videosafety.models.base import GenerationSettings
-    from videosafety.train.alarm import AlarmModel, prepare_alarm_batch
 
     llm = alarm_llm(family)
     am = AlarmModel(llm.model, facts(llm)[0]).eval()
@@ -314,8 +299,6 @@ def test_forward_and_generate_with_alarms(family, alarm_llm):
 def test_hook_substitutes_only_alarm_rows(alarm_llm):
     import torch
 
-    from videosafety.train.alarm import AlarmModel
-
     llm = alarm_llm("qwen2_vl")
     alarm = facts(llm)[0]
     am = AlarmModel(llm.model, alarm, init="copy", copy_from=(5, 6))
@@ -344,8 +327,6 @@ def test_registration_padded_vocabulary_is_kept_and_idempotent(tiny_dir):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from videosafety.train.alarm import register_alarm_tokens
-
     proc = AutoProcessor.from_pretrained(tiny_dir)
     model = AutoModelForImageTextToText.from_pretrained(tiny_dir)
     tok = proc.tokenizer
@@ -365,8 +346,6 @@ def test_registration_padded_vocabulary_is_kept_and_idempotent(tiny_dir):
 def test_registration_grows_with_mean_rows(tiny_model_dirs, tied):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from videosafety.train.alarm import embeddings_tied, register_alarm_tokens
 
     d = tiny_model_dirs["qwen2_vl"]
     proc = AutoProcessor.from_pretrained(d)
@@ -400,7 +379,6 @@ def test_alarm_tokens_never_generated(tiny_model_dirs):
     import torch
 
     from videosafety.models.hf import HFVideoLLM
-    from videosafety.train.alarm import AlarmModel, prepare_alarm_batch, register_alarm_tokens
 
     llm = HFVideoLLM(tiny_model_dirs["qwen2_vl"], device="cpu", dtype="float32")
     alarm = register_alarm_tokens(llm.processor, llm.model)
@@ -433,14 +411,6 @@ def test_alarm_tokens_never_generated(tiny_model_dirs):
 def test_gradients_and_param_groups(family, alarm_llm):
     import torch
     from transformers import AutoModelForImageTextToText
-
-    from videosafety.train.alarm import (
-        IGNORE_INDEX,
-        AlarmModel,
-        language_parameters,
-        prepare_alarm_batch,
-        vision_parameters,
-    )
 
     llm = alarm_llm(family)
     base = AutoModelForImageTextToText.from_pretrained(llm.model_id)
@@ -477,13 +447,6 @@ def test_save_load_round_trip(family, alarm_llm, tmp_path, tiny_dir):
     from transformers import AutoProcessor
 
     from videosafety.models.hf import HFVideoLLM
-    from videosafety.train.alarm import (
-        AlarmModel,
-        alarm_ids_of,
-        is_alarm_checkpoint,
-        prepare_alarm_batch,
-        register_alarm_tokens,
-    )
 
     llm = alarm_llm(family)
     am = AlarmModel(llm.model, facts(llm)[0]).eval()

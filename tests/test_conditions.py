@@ -51,8 +51,7 @@ def test_unknown_condition_and_bad_video(sample):
 
 def test_samples_through_a_tiny_model_in_all_conditions(sample, tiny_llm):
     """The model layer end to end from benchmark records: frames -> processor -> generate,
-    in the three conditions, with a broken video recorded in place and the others run."""
-    from videosafety.conditions import generate_for_samples
+    in the three conditions; a broken video stops its own sample in the video condition only."""
     from videosafety.models.base import GenerationSettings
 
     root, s = sample
@@ -61,12 +60,14 @@ def test_samples_through_a_tiny_model_in_all_conditions(sample, tiny_llm):
     settings = GenerationSettings(max_new_tokens=4)
     budget = FrameBudget.uniform(4, max_pixels=64 * 48)
     for condition in ("video", "text", "blank"):
-        out = generate_for_samples(tiny_llm, [s, broken], condition, settings, budget, root)
-        assert isinstance(out[0], str)
+        inputs = [model_input(s, condition, budget, root)]
         if condition == "video":
-            assert isinstance(out[1], vio.VideoError) and "broken.mp4" in str(out[1])
+            with pytest.raises(vio.VideoError, match="broken.mp4"):
+                model_input(broken, condition, budget, root)
         else:  # text and blank never decode, so the broken file does not matter
-            assert isinstance(out[1], str)
+            inputs.append(model_input(broken, condition, budget, root))
+        out = tiny_llm.generate(inputs, settings)
+        assert len(out) == len(inputs) and all(isinstance(o, str) for o in out)
     batch = tiny_llm.prepare_batch([model_input(s, "blank", budget, root), model_input(s, "text", budget, root)])
     counts = (batch["input_ids"] == tiny_llm.video_token_id).sum(dim=1).tolist()
     assert counts[0] > 0 and counts[1] == 0

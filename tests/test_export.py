@@ -9,8 +9,9 @@ import re
 import numpy as np
 import pytest
 
+from videosafety.models.alarm import (TEXTUAL_ALARM, VISUAL_ALARM, AlarmModel, embeddings_tied, is_alarm_checkpoint,
+                                      prepare_alarm_batch, register_alarm_tokens)
 from videosafety.models.base import GenerationSettings, ModelInput
-from videosafety.train.alarm import TEXTUAL_ALARM, VISUAL_ALARM
 
 FRAMES = np.random.default_rng(1).integers(0, 256, size=(4, 112, 112, 3), dtype=np.uint8)
 INPUTS = [
@@ -27,8 +28,6 @@ EXACT = {"qwen2_vl": True, "qwen2_5_vl": True, "qwen3_vl": False, "video_llama_3
 def _build_alarm_checkpoint(base_dir, out, *, seed: int, tie: bool = False):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from videosafety.train.alarm import AlarmModel, embeddings_tied, register_alarm_tokens
 
     proc = AutoProcessor.from_pretrained(base_dir)
     model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=torch.float32)
@@ -66,8 +65,6 @@ def exported(tiny_model_dirs, tmp_path_factory):
 
 
 def _alarm_batch(src):
-    from videosafety.train.alarm import prepare_alarm_batch
-
     return prepare_alarm_batch(src, INPUTS)
 
 
@@ -77,8 +74,6 @@ def _alarm_batch(src):
 def test_exported_logits_equal_alarm_model(family, exported):
     import torch
     from transformers import AutoModelForImageTextToText
-
-    from videosafety.train.alarm import is_alarm_checkpoint
 
     src, exp, result = exported(family)
     assert src.alarm_model is not None and exp.alarm_model is None and not is_alarm_checkpoint(result.out)
@@ -115,7 +110,6 @@ def test_tied_embeddings_are_untied(tiny_model_dirs, tmp_path):
 
     from videosafety.export import export_alarm_checkpoint
     from videosafety.models.hf import HFVideoLLM
-    from videosafety.train.alarm import AlarmModel, embeddings_tied
 
     src_dir = _build_alarm_checkpoint(tiny_model_dirs["qwen2_vl"], tmp_path / "tied", seed=3, tie=True)
     src = HFVideoLLM(src_dir, device="cpu", dtype="float32")

@@ -660,7 +660,7 @@ def alarm_ckpt(model_dir, tmp_path_factory):
     """A stage-3-like alarm checkpoint: alarm tokens registered, random (non-zero) alarm
     vectors and heads, so "unchanged" cannot pass by both being zeros."""
     from videosafety.models.hf import HFVideoLLM
-    from videosafety.train.alarm import AlarmModel, register_alarm_tokens
+    from videosafety.models.alarm import AlarmModel, register_alarm_tokens
 
     llm = HFVideoLLM(model_dir, device="cpu", dtype="float32")
     ids = register_alarm_tokens(llm.processor, llm.model)
@@ -673,7 +673,7 @@ def alarm_ckpt(model_dir, tmp_path_factory):
 
 
 def test_grpo_from_an_alarm_checkpoint_trains_the_llm_only(data, alarm_ckpt, tmp_path, passes):
-    from videosafety.train.alarm import is_alarm_checkpoint
+    from videosafety.models.alarm import is_alarm_checkpoint
 
     ckpt, ids = alarm_ckpt
     out = tmp_path / "grpo"

@@ -166,6 +166,12 @@ def test_fps_and_timestamps_reach_the_processor(family, tiny_llm):
     elif family == "qwen2_5_vl":  # temporal_patch_size / fps seconds per temporal grid step
         assert on_grid["second_per_grid_ts"].tolist() == [1.0]
         assert off_grid["second_per_grid_ts"].tolist() == [2.0]
+    elif family == "qwen2_vl":  # takes no time information: both timings give the same batch
+        assert "second_per_grid_ts" not in on_grid and "seconds" not in text and "Time" not in text
+        assert sorted(on_grid) == sorted(off_grid)
+        assert all((on_grid[k] == off_grid[k]).all() for k in on_grid)
+    else:
+        raise AssertionError(f"no expectation for family {family!r}")
 
 
 def test_one_frame_clip_is_padded_to_a_temporal_patch(family, tiny_llm):

@@ -21,7 +21,7 @@ def mini(tmp_path_factory):
 
 
 def test_tiny_recipe_chains_all_stages_and_skips_finished_ones(mini, tiny_model_dirs, tmp_path):
-    from videosafety.train.alarm import is_alarm_checkpoint
+    from videosafety.models.alarm import is_alarm_checkpoint
 
     out = tmp_path / "r1"
     recipe = load_recipe("tiny-recipe", [f"model={tiny_model_dirs['qwen2_vl']}", f"bench={mini}",

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from videosafety import taxonomy
 from videosafety import video as vio
 from videosafety.budget import FrameBudget
-from videosafety.models.base import GenerationSettings, ModelInput, VideoLLM
+from videosafety.models.base import ModelInput
 from videosafety.schema import Sample
 from videosafety.tags import with_instruction
 
@@ -55,18 +54,3 @@ def model_input(sample: Sample, condition: str, budget: FrameBudget, root: str |
     sampled = vio.sample_with_budget(Path(root) / sample.video.path, budget, timeout=timeout)
     return ModelInput(query=query, frames=sampled.frames, timestamps=sampled.timestamps,
                       video_fps=sampled.sampled_fps, meta=meta)
-
-
-def generate_for_samples(model: VideoLLM, samples: Sequence[Sample], condition: str, settings: GenerationSettings,
-                         budget: FrameBudget, root: str | Path) -> list[str | vio.VideoError]:
-    """Responses of a model to samples under a condition; a sample whose video cannot be read
-    gets its VideoError in place of a response, and the others still run."""
-    inputs: list[ModelInput | vio.VideoError] = []
-    for s in samples:
-        try:
-            inputs.append(model_input(s, condition, budget, root))
-        except vio.VideoError as e:
-            inputs.append(e)
-    ok = [i for i in inputs if isinstance(i, ModelInput)]
-    responses = iter(model.generate(ok, settings) if ok else [])
-    return [next(responses) if isinstance(i, ModelInput) else i for i in inputs]

@@ -73,6 +73,7 @@ same token sequence:
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -80,6 +81,31 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from videosafety import __version__
+from videosafety.models.alarm import (
+    ALARM_CONFIG_FILE,
+    ALARM_WEIGHTS_FILE,
+    AlarmTokenIds,
+    TEXTUAL_ALARM,
+    VISUAL_ALARM,
+    alarm_ids_of,
+    alarm_positions_of,
+    embeddings_tied,
+    is_alarm_checkpoint,
+    prepare_alarm_batch,
+    suppress_alarm_generation,
+    tokenizer_of,
+    visual_token_ids_of,
+)
+from videosafety.models.base import ModelInput
+from videosafety.models.hf import HFVideoLLM, weights_digest
+
+# transformers and safetensors are imported where used: transformers alone takes seconds to import.
 
 EXPORT_CARD_FILE = "export_card.json"
 HEADS_DIR = "alarm_heads"
@@ -120,8 +146,6 @@ def patch_chat_template(template: str, visual_tokens: Sequence[str], *, visual_a
     ``visual_tokens``: the placeholder strings the template emits for images / videos (the visual
     alarm goes right after the last one before the marker). Idempotent: a patched template is
     returned as it is."""
-    from videosafety.train.alarm import TEXTUAL_ALARM, VISUAL_ALARM
-
     if is_patched_template(template):
         return template
     if not isinstance(template, str) or not template:
@@ -173,17 +197,13 @@ def patch_chat_template(template: str, visual_tokens: Sequence[str], *, visual_a
 
 
 def _visual_token_strings(processor, config) -> list[str]:
-    from videosafety.train.alarm import _tokenizer_of, visual_token_ids_of
-
-    tok = _tokenizer_of(processor)
+    tok = tokenizer_of(processor)
     return sorted({str(tok.convert_ids_to_tokens(int(i))) for i in visual_token_ids_of(processor, config)})
 
 
 def _templates_of(processor) -> list[tuple[Any, Any]]:
     """(object, template) for the processor and its tokenizer, where each has one."""
-    from videosafety.train.alarm import _tokenizer_of
-
-    objs = {id(o): o for o in (processor, _tokenizer_of(processor))}.values()
+    objs = {id(o): o for o in (processor, tokenizer_of(processor))}.values()
     return [(o, getattr(o, "chat_template", None)) for o in objs if getattr(o, "chat_template", None)]
 
 
@@ -204,9 +224,8 @@ def patch_processor_template(processor, config=None) -> str | dict:
         return patch_chat_template(t, visual)
 
     patched = patch(source)
-    from videosafety.train.alarm import _tokenizer_of
 
-    for obj in {id(o): o for o in (processor, _tokenizer_of(processor))}.values():
+    for obj in {id(o): o for o in (processor, tokenizer_of(processor))}.values():
         obj.chat_template = patched
     return patched
 
@@ -230,10 +249,6 @@ class TemplateCheck:
 
 
 def _probe_inputs():
-    import numpy as np
-
-    from videosafety.models.base import ModelInput
-
     frames = np.random.default_rng(0).integers(0, 256, size=(4, 112, 112, 3), dtype=np.uint8)
     return {
         "video": ModelInput("Describe the video.", frames=frames, video_fps=1.0),
@@ -269,8 +284,6 @@ def _describe(tok, want: list[int], got: list[int]) -> str:
 def check_template(llm, original) -> TemplateCheck:
     """Patch ``llm.processor``'s template and compare the exported path (``prepare_batch`` with the
     patched template) with the training path (``prepare_alarm_batch`` with ``original``)."""
-    from videosafety.train.alarm import alarm_ids_of, prepare_alarm_batch
-
     probes = _probe_inputs()
     names, inputs = list(probes), list(probes.values())
     alarm = alarm_ids_of(llm.processor)
@@ -294,9 +307,7 @@ def check_template(llm, original) -> TemplateCheck:
 
 
 def _set_template(processor, template) -> None:
-    from videosafety.train.alarm import _tokenizer_of
-
-    for obj in {id(o): o for o in (processor, _tokenizer_of(processor))}.values():
+    for obj in {id(o): o for o in (processor, tokenizer_of(processor))}.values():
         obj.chat_template = template
 
 
@@ -310,10 +321,6 @@ def fold_alarm_vectors(alarm_model) -> bool:
     ``tie_word_embeddings=False`` in the config and its text config. Returns whether the model was
     tied. Checked: the embedding module now outputs, for the alarm ids, exactly what the hook
     substituted (refused for embedding modules that transform their rows, e.g. scaled embeddings)."""
-    import torch
-    from torch import nn
-
-    from videosafety.train.alarm import embeddings_tied
 
     base, alarm = alarm_model.base, alarm_model.alarm
     emb = base.get_input_embeddings()
@@ -370,23 +377,19 @@ class AlarmHeads:
     def load(cls, directory: str | os.PathLike) -> AlarmHeads:
         from safetensors.torch import load_file
 
-        d = Path(directory)
-        if (d / HEADS_DIR).is_dir():
-            d = d / HEADS_DIR
-        cfg = json.loads((d / HEADS_CONFIG_FILE).read_text(encoding="utf-8"))
+        folder = Path(directory)
+        if (folder / HEADS_DIR).is_dir():
+            folder = folder / HEADS_DIR
+        cfg = json.loads((folder / HEADS_CONFIG_FILE).read_text(encoding="utf-8"))
         if cfg.get("format_version") != EXPORT_FORMAT_VERSION:
-            raise ValueError(f"{d / HEADS_CONFIG_FILE}: format_version {cfg.get('format_version')!r}")
-        state = load_file(str(d / HEADS_WEIGHTS_FILE))
+            raise ValueError(f"{folder / HEADS_CONFIG_FILE}: format_version {cfg.get('format_version')!r}")
+        state = load_file(str(folder / HEADS_WEIGHTS_FILE))
         return cls(int(cfg["visual"]["token_id"]), int(cfg["textual"]["token_id"]),
                    state["visual_head.weight"], state["visual_head.bias"],
                    state["textual_head.weight"], state["textual_head.bias"])
 
     def logits(self, hidden, input_ids):
         """(B, 2) head logits from final hidden states (B, L, H) and the ids that hold the alarms."""
-        import torch
-
-        from videosafety.train.alarm import AlarmTokenIds, alarm_positions_of
-
         pos = alarm_positions_of(input_ids, AlarmTokenIds(self.visual_token_id, self.textual_token_id))
         pos = pos.to(hidden.device)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
@@ -399,10 +402,6 @@ class AlarmHeads:
 
     def harm_probs(self, model, batch):
         """(B, 2) probabilities [video harmful, query harmful] from one forward pass of ``model``."""
-        import inspect
-
-        import torch
-
         kw = dict(batch)
         kw.pop("labels", None)
         kw.pop("output_hidden_states", None)
@@ -419,16 +418,14 @@ def save_alarm_heads(alarm_model, directory: str | os.PathLike) -> Path:
     """Write the heads of ``alarm_model`` to ``directory/alarm_heads/``; returns that folder."""
     from safetensors.torch import save_file
 
-    from videosafety.train.alarm import TEXTUAL_ALARM, VISUAL_ALARM
-
-    d = Path(directory) / HEADS_DIR
-    d.mkdir(parents=True, exist_ok=True)
+    folder = Path(directory) / HEADS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
     state = {}
     for name in ("visual_head", "textual_head"):
         for k, v in getattr(alarm_model, name).state_dict().items():
             state[f"{name}.{k}"] = v.detach().cpu().contiguous()
-    save_file(state, str(d / HEADS_WEIGHTS_FILE), metadata={"format": "pt"})
-    a = alarm_model.alarm
+    save_file(state, str(folder / HEADS_WEIGHTS_FILE), metadata={"format": "pt"})
+    alarm = alarm_model.alarm
     cfg = {
         "format_version": EXPORT_FORMAT_VERSION,
         "needed_for_generation": False,
@@ -441,12 +438,12 @@ def save_alarm_heads(alarm_model, directory: str | os.PathLike) -> Path:
         "hidden_size": int(alarm_model.hidden_size),
         "dtype": str(alarm_model.visual_head.weight.dtype).removeprefix("torch."),
         "visual": {"tensors": ["visual_head.weight", "visual_head.bias"], "token": VISUAL_ALARM,
-                   "token_id": a.visual, "predicts": "video harmful"},
+                   "token_id": alarm.visual, "predicts": "video harmful"},
         "textual": {"tensors": ["textual_head.weight", "textual_head.bias"], "token": TEXTUAL_ALARM,
-                    "token_id": a.textual, "predicts": "query harmful"},
+                    "token_id": alarm.textual, "predicts": "query harmful"},
     }
-    (d / HEADS_CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-    return d
+    (folder / HEADS_CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    return folder
 
 
 # ============================================================================ export
@@ -468,7 +465,7 @@ class ExportResult:
         w = []
         if not self.template.patched:
             w.append("chat template not patched: engines will not place the alarm tokens; place them with "
-                     "videosafety.train.alarm.place_alarms before generating")
+                     "videosafety.models.alarm.place_alarms before generating")
         elif not self.template.exact:
             w.append("the patched chat template does not reproduce the training placement exactly: "
                      + "; ".join(self.template.mismatches))
@@ -489,8 +486,6 @@ def _resolve_dtype(model_dir: Path, dtype: str, trust_remote_code: bool) -> str:
 
 
 def _check_paths(model: Path, out: Path, force: bool) -> None:
-    from videosafety.train.alarm import ALARM_CONFIG_FILE, ALARM_WEIGHTS_FILE, is_alarm_checkpoint
-
     if not model.is_dir():
         raise ExportError(f"{model} is not a folder: export needs a local alarm-token checkpoint")
     if not is_alarm_checkpoint(model):
@@ -525,15 +520,6 @@ def export_alarm_checkpoint(
     patched template does not reproduce the training placement exactly on the probe inputs.
     Raises ``ExportError`` for a source that is not an alarm checkpoint and a non-empty ``out``
     without ``force`` (with ``force`` it is replaced)."""
-    from videosafety import __version__
-    from videosafety.models.hf import HFVideoLLM, weights_digest
-    from videosafety.train.alarm import (
-        TEXTUAL_ALARM,
-        VISUAL_ALARM,
-        is_alarm_checkpoint,
-        suppress_alarm_generation,
-    )
-
     model, out = Path(model), Path(out)
     _check_paths(model, out, force)
     out = out.resolve()

@@ -12,8 +12,11 @@ import numpy as np
 from videosafety import video as vio
 from videosafety.budget import FrameBudget
 from videosafety.conditions import model_input
+from videosafety.data.manifest import iter_samples, manifest_root
 from videosafety.metrics import accuracy, auroc
+from videosafety.models.alarm import is_alarm_checkpoint, prepare_alarm_batch
 from videosafety.models.base import ModelInput
+from videosafety.models.hf import HFVideoLLM
 
 THRESHOLD = 0.5
 
@@ -21,9 +24,6 @@ THRESHOLD = 0.5
 class HarmGuard:
     def __init__(self, path: str | Path, *, device: str = "cpu", dtype: str = "auto",
                  budget: FrameBudget | None = None, batch_size: int = 8):
-        from videosafety.models.hf import HFVideoLLM
-        from videosafety.train.alarm import is_alarm_checkpoint
-
         if not is_alarm_checkpoint(path):
             raise ValueError(f"{path}: not an alarm-token checkpoint (no alarm_config.json): the guard needs "
                              "a model trained with `videosafety train sft --stage 2`")
@@ -34,20 +34,18 @@ class HarmGuard:
 
     def probs(self, inputs: Sequence[ModelInput]) -> np.ndarray:
         """(N, 2): [P(video harmful), P(query harmful)] per input, in order."""
-        from videosafety.train.alarm import prepare_alarm_batch
-
         inputs = list(inputs)
         out = np.zeros((len(inputs), 2), dtype=np.float64)
         groups: dict = {}
         for i, inp in enumerate(inputs):  # clips that can share one processor call
-            groups.setdefault(self.llm._batch_key(inp), []).append(i)
+            groups.setdefault(self.llm.batch_key(inp), []).append(i)
         for idx in groups.values():
             for s in range(0, len(idx), self.batch_size):
                 chunk = idx[s:s + self.batch_size]
                 batch, pos = prepare_alarm_batch(self.llm, [inputs[i] for i in chunk], self.model.alarm)
                 batch = batch.to(self.llm.device)
-                p = self.model.harm_probs(alarm_positions=pos.to(self.llm.device), **batch)
-                out[chunk] = p.cpu().numpy()
+                probs = self.model.harm_probs(alarm_positions=pos.to(self.llm.device), **batch)
+                out[chunk] = probs.cpu().numpy()
         return out
 
     def score(self, video: str | Path | None, query: str) -> tuple[float, float]:
@@ -79,8 +77,6 @@ class GuardReport:
 def guard_manifest(guard: HarmGuard, manifest: str | Path, *, split: str | None = "eval",
                    limit: int | None = None, threshold: float = THRESHOLD) -> GuardReport:
     """AUROC and accuracy per modality against a manifest's labels (video condition)."""
-    from videosafety.data.manifest import iter_samples, manifest_root
-
     root = manifest_root(manifest)
     report = GuardReport(threshold=threshold)
     samples = [s for s in iter_samples(manifest) if split is None or s.split == split]
@@ -95,10 +91,11 @@ def guard_manifest(guard: HarmGuard, manifest: str | Path, *, split: str | None 
             report.errors[s.id] = str(e)
     if not inputs:
         return report
-    p = guard.probs(inputs)
-    y = np.asarray(labels)
+    probs = guard.probs(inputs)
+    truth = np.asarray(labels)
     report.n = len(inputs)
     for col, name in ((0, "video"), (1, "query")):
-        setattr(report, f"{name}_auroc", auroc(p[:, col].tolist(), y[:, col].tolist()))
-        setattr(report, f"{name}_accuracy", accuracy((p[:, col] > threshold).astype(int).tolist(), y[:, col].tolist()))
+        setattr(report, f"{name}_auroc", auroc(probs[:, col].tolist(), truth[:, col].tolist()))
+        setattr(report, f"{name}_accuracy",
+                accuracy((probs[:, col] > threshold).astype(int).tolist(), truth[:, col].tolist()))
     return report

@@ -33,6 +33,11 @@ from typing import Any, Protocol
 
 from videosafety.judges.base import JudgeInput, Verdict
 from videosafety.judges.llm import JudgeUnreachable, Prompt, load_prompt, prompt_fields
+from videosafety.models.base import ModelInput
+from videosafety.models.openai_api import NO_KEY, display_url, run_sync, scrub_key
+
+# torch and openai are imported inside the backend that needs each: a judge uses one of them,
+# and importing either takes seconds.
 
 RJ_PROMPT = "rj_v1.txt"
 DEFAULT_TAU = 2.85
@@ -101,8 +106,6 @@ class OpenAILogprobBackend:
     def __init__(self, model: str, base_url: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
                  max_retries: int = 2, max_concurrency: int = 8, top_logprobs: int = TOP_LOGPROBS,
                  extra_body: Mapping[str, Any] | None = None) -> None:
-        from videosafety.models.openai_api import _display_url
-
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         self.model = str(model)
@@ -113,7 +116,7 @@ class OpenAILogprobBackend:
         self.max_concurrency = int(max_concurrency)
         self.top_logprobs = int(top_logprobs)
         self.extra_body = dict(extra_body or {})
-        self.name = f"openai:{self.model}@{_display_url(self.base_url)}"
+        self.name = f"openai:{self.model}@{display_url(self.base_url)}"
         self.revision = None  # a server's model listing is not a stable content revision
 
     def request(self, system: str | None, user: str) -> dict[str, Any]:
@@ -128,8 +131,6 @@ class OpenAILogprobBackend:
     async def _adigit_probs(self, prompts: Sequence[tuple[str | None, str]]) -> list[dict[int, float] | Exception]:
         import openai
 
-        from videosafety.models.openai_api import NO_KEY, _scrub
-
         key = os.environ.get(self.api_key_env) or NO_KEY
         sem = asyncio.Semaphore(self.max_concurrency)
         async with openai.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=self.max_retries,
@@ -139,7 +140,7 @@ class OpenAILogprobBackend:
                     try:
                         resp = await client.chat.completions.create(**self.request(system, user))
                     except Exception as e:  # noqa: BLE001 - this row only
-                        return JudgeUnreachable(_scrub(f"{type(e).__name__}: {e}", key))
+                        return JudgeUnreachable(scrub_key(f"{type(e).__name__}: {e}", key))
                 try:
                     top = resp.choices[0].logprobs.content[0].top_logprobs
                 except (AttributeError, IndexError, TypeError):
@@ -149,12 +150,10 @@ class OpenAILogprobBackend:
             return list(await asyncio.gather(*(one(s, u) for s, u in prompts)))
 
     def digit_probs(self, prompts: Sequence[tuple[str | None, str]]) -> list[dict[int, float] | Exception]:
-        from videosafety.models.openai_api import _run_sync
-
         prompts = list(prompts)
         if not prompts:
             return []
-        return _run_sync(lambda: self._adigit_probs(prompts))
+        return run_sync(lambda: self._adigit_probs(prompts))
 
 
 def digit_token_ids(tokenizer) -> list[int]:
@@ -185,8 +184,6 @@ class HFLogitsBackend:
     def digit_logits(self, prompts: Sequence[tuple[str | None, str]]) -> list[list[float]]:
         """The five logits of "1".."5" at the next position after each rendered prompt."""
         import torch
-
-        from videosafety.models.base import ModelInput
 
         out: list[list[float]] = []
         ids = torch.tensor(self.digit_ids)

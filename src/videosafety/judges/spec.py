@@ -1,6 +1,7 @@
 """Judge specs, as the command line names judges:
 
 - ``rules``: multilingual refusal / compliance phrases (offline default; coarse);
+- ``exact:demo``: which of the demo model's fixed answers a response is (``judges.exact``);
 - ``llm:hf:PATH_OR_ID``: rubric judge on a local transformers model (``HFVideoLLM``, text only);
 - ``llm:openai:MODEL@BASE_URL``: rubric judge on an OpenAI-compatible server;
 - ``rj:hf:PATH_OR_ID[?tau=T]``: RJScore from a local model's next-token logits;
@@ -19,8 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from videosafety.judges.base import Judge
+from videosafety.models.openai_api import display_url
 
-FORMS = ("rules", "llm:hf:PATH_OR_ID", "llm:openai:MODEL@BASE_URL", "rj:hf:PATH_OR_ID[?tau=T]",
+# Each judge's module is imported when its spec is loaded: the model-backed ones pull in
+# transformers or openai, and parsing a spec (the CLI's option check) needs none of them.
+
+FORMS = ("rules", "exact:demo", "llm:hf:PATH_OR_ID", "llm:openai:MODEL@BASE_URL", "rj:hf:PATH_OR_ID[?tau=T]",
          "rj:openai:MODEL@BASE_URL[?tau=T]")
 _PARAMS = {"rj": ("tau",), "llm": ()}
 
@@ -35,9 +40,9 @@ def _bad(spec: str, why: str) -> JudgeSpecError:
 
 @dataclass(frozen=True)
 class JudgeSpec:
-    kind: str  # rules | llm | rj
+    kind: str  # rules | exact | llm | rj
     backend: str | None = None  # hf | openai
-    target: str = ""  # model path / id (hf) or served model name (openai)
+    target: str = ""  # model path / id (hf), served model name (openai) or answer set (exact)
     base_url: str | None = None
     params: dict[str, str] = field(default_factory=dict)
 
@@ -48,6 +53,13 @@ def parse_judge_spec(spec: str) -> JudgeSpec:
     spec = spec.strip()
     if spec == "rules":
         return JudgeSpec("rules")
+    if spec.startswith("exact:"):
+        from videosafety.judges.exact import ANSWER_SETS
+
+        answer_set = spec.removeprefix("exact:")
+        if answer_set not in ANSWER_SETS:
+            raise _bad(spec, f"unknown answer set {answer_set!r} (known: {', '.join(sorted(ANSWER_SETS))})")
+        return JudgeSpec("exact", target=answer_set)
     kind, sep, rest = spec.partition(":")
     if not sep or kind not in ("llm", "rj"):
         raise _bad(spec, f"unknown judge kind {kind!r}")
@@ -76,11 +88,11 @@ def parse_judge_spec(spec: str) -> JudgeSpec:
 
 
 def judge_name(js: JudgeSpec, tau: float | None = None) -> str:
-    from videosafety.models.openai_api import _display_url
-
     if js.kind == "rules":
         return "rules"
-    where = js.target if js.backend == "hf" else f"{js.target}@{_display_url(js.base_url or '')}"
+    if js.kind == "exact":
+        return f"exact:{js.target}"
+    where = js.target if js.backend == "hf" else f"{js.target}@{display_url(js.base_url or '')}"
     name = f"{js.kind}:{js.backend}:{where}"
     if js.kind == "rj":
         name += f"?tau={tau:g}"
@@ -104,6 +116,10 @@ def load_judge(spec: str, *, device: str = "auto", dtype: str = "auto", batch_si
         from videosafety.judges.rules import RulesJudge
 
         return RulesJudge()
+    if js.kind == "exact":
+        from videosafety.judges.exact import ExactAnswerJudge
+
+        return ExactAnswerJudge(js.target)
 
     from videosafety.judges.llm import load_prompt
 

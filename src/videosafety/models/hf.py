@@ -38,6 +38,10 @@ from .base import GenerationSettings, ModelInput, NoVisualTokensError, check_fra
 
 log = logging.getLogger(__name__)
 
+# torch, transformers and .alarm (which needs torch) are imported inside the methods that use
+# them: they take seconds to import, and reading this module's names (specs, the CLI's help)
+# should not pay for that.
+
 # Files whose content changes what a checkpoint outputs, besides the weights themselves.
 _AUX_FILES = (
     "config.json",
@@ -208,7 +212,7 @@ class HFVideoLLM:
         # and the alarm tokens placed exactly as in training.
         self.alarm_model = None
         if local.is_dir():
-            from videosafety.train.alarm import AlarmModel, is_alarm_checkpoint
+            from videosafety.models.alarm import AlarmModel, is_alarm_checkpoint
 
             if is_alarm_checkpoint(local):
                 self.alarm_model = AlarmModel.from_pretrained(local, base=self.model).to(self.device).eval()
@@ -298,9 +302,14 @@ class HFVideoLLM:
         kw["size"] = size
         return kw
 
-    def _batch_key(self, inp: ModelInput) -> int | None:
-        """Inputs that can share one processor call: same key. Only differs when the budget's
-        pixel bounds have to be scaled by a frame count (one ``size`` per call)."""
+    def batch_key(self, inp: ModelInput) -> int | None:
+        """The grouping key of an input: inputs with equal keys may share one ``prepare_batch`` /
+        processor call, inputs with different keys must not (``prepare_batch`` refuses the mix).
+
+        The key is None except when the budget's pixel bounds have to be scaled by a clip's frame
+        count (a processor whose ``size`` bounds the area over all frames takes one ``size`` per
+        call): then it is the frame count. Callers that batch inputs themselves (``generate``,
+        GRPO rounds, the alarm-head guard) group by it."""
         b = self.budget
         if (inp.frames is None or b is None or (b.max_pixels is None and b.min_pixels is None)
                 or not any(self._size_scaling.values())):
@@ -398,7 +407,7 @@ class HFVideoLLM:
         when this is an alarm-token checkpoint."""
         if self.alarm_model is None:
             return self.prepare_batch(inputs)
-        from videosafety.train.alarm import prepare_alarm_batch
+        from videosafety.models.alarm import prepare_alarm_batch
 
         batch, _ = prepare_alarm_batch(self, inputs, self.alarm_model.alarm)
         return batch
@@ -454,7 +463,7 @@ class HFVideoLLM:
         inputs = list(inputs)
         if not inputs:
             raise ValueError("empty batch")
-        keys = {self._batch_key(i) for i in inputs if i.frames is not None}
+        keys = {self.batch_key(i) for i in inputs if i.frames is not None}
         if len(keys) > 1:
             raise ValueError("with a pixel budget, this processor's size bound covers all frames of a "
                              "clip: batch clips of equal frame counts together (generate() does)")
@@ -562,7 +571,7 @@ class HFVideoLLM:
         results: list[str | None] = [None] * len(inputs)
         groups: dict[Any, list[int]] = {}
         for i, inp in enumerate(inputs):
-            groups.setdefault(self._batch_key(inp), []).append(i)
+            groups.setdefault(self.batch_key(inp), []).append(i)
         for idx in groups.values():
             for s in range(0, len(idx), self.batch_size):
                 chunk = idx[s:s + self.batch_size]

@@ -75,7 +75,7 @@ _RETRY_STATUS = frozenset({408, 429})  # plus every 5xx
 OWNER = "videosafety"  # the owned_by that videosafety.serve reports in /v1/models
 
 
-def _display_url(url: str) -> str:
+def display_url(url: str) -> str:
     """The URL without user:password@ (never shown), for names, logs and errors."""
     try:
         parts = urlsplit(url)
@@ -85,13 +85,14 @@ def _display_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def _scrub(text: str, key: str | None) -> str:
+def scrub_key(text: str, key: str | None) -> str:
+    """``text`` with the API key replaced by ``***`` (errors quote request headers)."""
     if key and key != NO_KEY:
         text = text.replace(key, "***")
     return text
 
 
-def _run_sync(coro_factory):
+def run_sync(coro_factory):
     """Run the coroutine made by coro_factory() to completion from synchronous code.
 
     Without a running loop in this thread (a script, a worker thread): asyncio.run. With one (a
@@ -255,7 +256,7 @@ class OpenAIVideoLLM:
         self.video_crf = int(video_crf)
         self.extra_body = dict(extra_body or {})
         self.send_video_metadata = send_video_metadata
-        self.name = f"openai:{self.model}@{_display_url(self.base_url)}"
+        self.name = f"openai:{self.model}@{display_url(self.base_url)}"
         self._server: dict[str, Any] | None = None  # the server's models.list entry
         self._probed = False  # the server answered models.list (a failure is asked again later)
         self._probe_lock = threading.Lock()
@@ -276,7 +277,7 @@ class OpenAIVideoLLM:
         self._probe_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"OpenAIVideoLLM(model={self.model!r}, base_url={_display_url(self.base_url)!r}, "
+        return (f"OpenAIVideoLLM(model={self.model!r}, base_url={display_url(self.base_url)!r}, "
                 f"frames_as={self.frames_as!r}, api_key_env={self.api_key_env!r})")
 
     @property
@@ -339,7 +340,7 @@ class OpenAIVideoLLM:
             if server is None:
                 log.warning("%s: the server does not list model %r", self.name, self.model)
         except Exception as exc:  # noqa: BLE001 - optional information
-            log.warning("%s: models.list failed (%s)", self.name, _scrub(f"{type(exc).__name__}: {exc}", key))
+            log.warning("%s: models.list failed (%s)", self.name, scrub_key(f"{type(exc).__name__}: {exc}", key))
             return
         self._server, self._probed = server, True
 
@@ -355,7 +356,7 @@ class OpenAIVideoLLM:
                 async with self._client(key) as client:
                     await self._probe(client, key)
 
-            _run_sync(probe)
+            run_sync(probe)
 
     def _sends_video_metadata(self) -> bool:
         if self.send_video_metadata is not None:
@@ -417,7 +418,7 @@ class OpenAIVideoLLM:
             try:
                 kw = await asyncio.to_thread(self.build_request, inp, settings)
             except Exception as exc:  # noqa: BLE001 - a bad row must not stop the run
-                return FailedResponse(_scrub(f"could not encode the input: {type(exc).__name__}: {exc}", key))
+                return FailedResponse(scrub_key(f"could not encode the input: {type(exc).__name__}: {exc}", key))
             last = ""
             for attempt in range(self.max_retries + 1):
                 if attempt:
@@ -427,14 +428,14 @@ class OpenAIVideoLLM:
                 except (asyncio.TimeoutError, openai.APITimeoutError):
                     last = f"timed out after {self.timeout:g} s"
                 except openai.APIStatusError as exc:
-                    last = _scrub(f"HTTP {exc.status_code}: {_status_message(exc)}", key)
+                    last = scrub_key(f"HTTP {exc.status_code}: {_status_message(exc)}", key)
                     if not (exc.status_code in _RETRY_STATUS or exc.status_code >= 500):
                         log.warning("%s: row %d failed, not retried: %s", self.name, row, last)
                         return FailedResponse(last)
                 except openai.APIConnectionError as exc:
-                    last = _scrub(f"connection error: {exc}", key)
+                    last = scrub_key(f"connection error: {exc}", key)
                 except Exception as exc:  # noqa: BLE001
-                    msg = _scrub(f"{type(exc).__name__}: {exc}", key)
+                    msg = scrub_key(f"{type(exc).__name__}: {exc}", key)
                     log.warning("%s: row %d failed: %s", self.name, row, msg)
                     return FailedResponse(msg)
                 else:
@@ -466,7 +467,7 @@ class OpenAIVideoLLM:
         inputs = list(inputs)
         if not inputs:
             return []
-        return _run_sync(lambda: self.agenerate(inputs, settings))
+        return run_sync(lambda: self.agenerate(inputs, settings))
 
 
 def _status_message(exc) -> str:

@@ -17,8 +17,9 @@ import torch
 
 from videosafety import video as vio
 from videosafety.budget import FrameBudget
+from videosafety.models.alarm import IGNORE_INDEX, AlarmTokenIds, end_of_turn_id_of, insert_alarm_tokens
 from videosafety.models.base import ModelInput
-from videosafety.train.loss import IGNORE_INDEX
+from videosafety.tags import with_instruction
 from videosafety.train.records import SFTRecord
 
 
@@ -30,7 +31,7 @@ class TrainDataError(RuntimeError):
 class AlarmSpec:
     """What alarm placement needs to know about a model; None on plain SFT."""
 
-    ids: Any  # videosafety.train.alarm.AlarmTokenIds
+    ids: AlarmTokenIds
     visual_token_ids: frozenset[int]
     end_of_turn_id: int
 
@@ -53,8 +54,6 @@ class Example:
 
 def record_input(record: SFTRecord, root: Path, budget: FrameBudget, instruction: str | None = None) -> ModelInput:
     """The model input of a record; `instruction` (an answer-format request) follows the query."""
-    from videosafety.tags import with_instruction
-
     query = with_instruction(record.query, instruction)
     if record.video is None:
         return ModelInput(query=query, system=record.system)
@@ -92,8 +91,6 @@ class ExampleBuilder:
         self.eot_id = alarm.end_of_turn_id if alarm else _end_of_turn_id(llm)
 
     def __call__(self, record: SFTRecord) -> Example | Dropped:
-        from videosafety.train.alarm import insert_alarm_tokens
-
         try:
             inp = record_input(record, self.root, self.budget, self.instruction)
         except vio.VideoError as e:
@@ -125,8 +122,6 @@ class ExampleBuilder:
 
 
 def _end_of_turn_id(llm) -> int | None:
-    from videosafety.train.alarm import end_of_turn_id_of
-
     return end_of_turn_id_of(llm.processor)
 
 
@@ -203,8 +198,8 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def order(self, epoch: int) -> list[int]:
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + epoch)
-            perm = torch.randperm(self.n, generator=g).tolist()
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            perm = torch.randperm(self.n, generator=generator).tolist()
         else:
             perm = list(range(self.n))
         usable = (self.n // self.world) * self.world  # equal shards keep ranks in lock-step

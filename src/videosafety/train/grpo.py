@@ -51,6 +51,8 @@ from transformers import GenerationConfig
 # rewards.score is looked up at call time: benchmarks/bench_grpo.py times it by replacing it.
 from videosafety import rewards as reward_registry
 from videosafety import video as vio
+from videosafety.models.alarm import (alarm_positions_of, end_of_turn_id_of, prepare_alarm_batch, vision_parameters,
+                                      visual_token_ids_of)
 from videosafety.models.base import ModelInput
 from videosafety.train.config import TrainConfig
 from videosafety.train.data import EpochSampler, record_input
@@ -141,8 +143,6 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: str, *, num_comp
 def vision_modules(base) -> list[torch.nn.Module]:
     """The top-level modules of a video LLM that hold only vision-side parameters (encoder,
     projector): the ones a video batch must run through."""
-    from videosafety.train.alarm import vision_parameters
-
     vision = {id(p) for p in vision_parameters(base)}
     inner = getattr(base, "model", base)
     modules = [child for _, child in inner.named_children()
@@ -392,13 +392,9 @@ class GRPOTrainer:
         self.visual_check = VisualCheck(base, *([] if self.ref is None else [getattr(self.ref, "base", self.ref)]))
         tokenizer = self.llm.processor.tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        from videosafety.train.alarm import end_of_turn_id_of
-
         eos = base.generation_config.eos_token_id
         eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
         self.stop_ids = {end_of_turn_id_of(self.llm.processor), *eos}
-        from videosafety.train.alarm import visual_token_ids_of
-
         # A sampled media placeholder would make the next forward's placeholder count disagree
         # with the pixel values; trained models never emit them, random ones do.
         self.media_placeholder_ids = sorted(visual_token_ids_of(self.llm.processor, base.config))
@@ -424,8 +420,6 @@ class GRPOTrainer:
 
     def _rows_batch(self, rows: list[ModelInput]) -> tuple[dict, torch.Tensor | None]:
         """One processor call over the rows, alarm tokens placed when the model has them."""
-        from videosafety.train.alarm import alarm_positions_of, prepare_alarm_batch
-
         if self.alarm is not None:
             batch, _ = prepare_alarm_batch(self.llm, rows, self.alarm.ids)
         else:
@@ -528,7 +522,7 @@ class GRPOTrainer:
         num_generations = self.grpo.num_generations
         buckets: dict = {}
         for i, inp in enumerate(inputs):
-            buckets.setdefault(self.llm._batch_key(inp), []).append(i)
+            buckets.setdefault(self.llm.batch_key(inp), []).append(i)
         completions: list[torch.Tensor | None] = [None] * len(inputs)
         for bucket, indices in enumerate(buckets.values()):
             batch, _ = self._rows_batch([inputs[i] for i in indices for _ in range(num_generations)])

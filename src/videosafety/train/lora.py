@@ -12,7 +12,11 @@ from contextlib import contextmanager
 
 import torch.nn as nn
 
+from videosafety.models.alarm import language_model_of
 from videosafety.train.config import LoraSettings
+
+
+# peft is imported where used: it pulls in transformers (seconds), and LoRA is optional.
 
 
 def add_lora(model: nn.Module, settings: LoraSettings) -> list[nn.Parameter]:
@@ -20,9 +24,7 @@ def add_lora(model: nn.Module, settings: LoraSettings) -> list[nn.Parameter]:
     Vision modules with the same names (some vision towers also have q_proj) are left alone."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    from videosafety.train.alarm import _language_model
-
-    lm = _language_model(model)
+    lm = language_model_of(model)
     prefix = next(name for name, m in model.named_modules() if m is lm)
     names = "|".join(re.escape(t) for t in settings.target_modules)
     pattern = rf"{re.escape(prefix)}\..*\.({names})"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from videosafety.models.alarm import IGNORE_INDEX
 DEFAULT_LAMBDA = 0.1
 
 

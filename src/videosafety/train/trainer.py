@@ -31,6 +31,8 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, set_seed
 from transformers import get_scheduler
 
+from videosafety.models.alarm import (AlarmModel, end_of_turn_id_of, is_alarm_checkpoint, language_parameters,
+                                      register_alarm_tokens, visual_token_ids_of)
 from videosafety.models.hf import HFVideoLLM
 from videosafety.train.config import TrainConfig
 from videosafety.train.data import AlarmSpec, Batch, EpochSampler, ExampleBuilder, RecordDataset, collate
@@ -51,22 +53,20 @@ def load_for_stage(cfg: TrainConfig) -> Loaded:
     """The model of a stage: plain SFT trains the HF model itself; alarm stages wrap it in an
     AlarmModel, registering the alarm tokens when the checkpoint has none yet."""
     dtype = "bfloat16" if cfg.mixed_precision == "bf16" else "float32"
-    from videosafety.train import alarm as at
-
     llm = HFVideoLLM(cfg.model, device="cpu", dtype=dtype, budget=cfg.budget)
-    alarm_ckpt = at.is_alarm_checkpoint(cfg.model)
+    alarm_ckpt = is_alarm_checkpoint(cfg.model)
     if not cfg.uses_alarms or (cfg.stage == "grpo" and not alarm_ckpt):
         return Loaded(llm, llm.model, None)
     if alarm_ckpt:
-        model = llm.alarm_model if llm.alarm_model is not None else at.AlarmModel.from_pretrained(cfg.model, base=llm.model)
+        model = llm.alarm_model if llm.alarm_model is not None else AlarmModel.from_pretrained(cfg.model, base=llm.model)
         ids = model.alarm
     elif cfg.stage == "cot":
         raise ValueError(f"{cfg.model}: stage cot starts from an alarm-token checkpoint (stage 2's output)")
     else:
-        ids = at.register_alarm_tokens(llm.processor, llm.model)
-        model = at.AlarmModel(llm.model, ids, init=cfg.alarm_init)
-    spec = AlarmSpec(ids, frozenset(at.visual_token_ids_of(llm.processor, llm.model.config)),
-                     at.end_of_turn_id_of(llm.processor))
+        ids = register_alarm_tokens(llm.processor, llm.model)
+        model = AlarmModel(llm.model, ids, init=cfg.alarm_init)
+    spec = AlarmSpec(ids, frozenset(visual_token_ids_of(llm.processor, llm.model.config)),
+                     end_of_turn_id_of(llm.processor))
     return Loaded(llm, model, spec)
 
 
@@ -78,8 +78,6 @@ def trainable_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     if hasattr(model, "param_groups"):  # an AlarmModel
         groups = model.param_groups()
     else:
-        from videosafety.train.alarm import language_parameters
-
         groups = {"llm": language_parameters(model)}
     if cfg.lora is not None:  # the LLM trains through its adapters only
         groups["llm"] = lora_parameters(model)

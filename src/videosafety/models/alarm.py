@@ -25,6 +25,7 @@ alarm before it.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
@@ -36,6 +37,10 @@ from typing import Any
 
 import torch
 from torch import nn
+
+# transformers and safetensors are imported inside the functions that use them: importing
+# transformers takes seconds, and the placement rule (place_alarms) and the tests of it do not
+# need it.
 
 VISUAL_ALARM = "<|visual_alarm|>"
 TEXTUAL_ALARM = "<|textual_alarm|>"
@@ -61,13 +66,14 @@ class AlarmTokenIds:
 # ============================================================================ registration
 
 
-def _tokenizer_of(processor):
+def tokenizer_of(processor):
+    """The tokenizer inside a processor (a bare tokenizer is its own)."""
     return getattr(processor, "tokenizer", None) or processor
 
 
 def alarm_ids_of(processor) -> AlarmTokenIds:
     """The alarm ids in ``processor``'s tokenizer; ValueError if they are not registered."""
-    tok = _tokenizer_of(processor)
+    tok = tokenizer_of(processor)
     ids = []
     for t in (VISUAL_ALARM, TEXTUAL_ALARM):
         i = tok.convert_tokens_to_ids(t)
@@ -114,7 +120,7 @@ def register_alarm_tokens(processor, model=None) -> AlarmTokenIds:
     (``suppress_alarm_generation``); in training they only appear as softmax negatives (their
     labels are -100). Their input rows are what a plain model sees; ``AlarmModel`` replaces them.
     """
-    tok = _tokenizer_of(processor)
+    tok = tokenizer_of(processor)
     extra = set(getattr(tok, "extra_special_tokens", None) or [])
     missing = [t for t in (VISUAL_ALARM, TEXTUAL_ALARM)
                if t not in extra or tok.convert_tokens_to_ids(t) in (None, tok.unk_token_id)]
@@ -207,7 +213,7 @@ def place_alarms(
 
 def visual_token_ids_of(processor, config=None) -> set[int]:
     """Ids of the image and video placeholder tokens, from the processor, tokenizer and config."""
-    tok = _tokenizer_of(processor)
+    tok = tokenizer_of(processor)
     found: set[int] = set()
 
     def add(v) -> None:
@@ -240,7 +246,7 @@ def visual_token_ids_of(processor, config=None) -> set[int]:
     return found
 
 
-_PROBE = "Zq7Probe"
+_PROBE_TEXT = "Zq7Probe"
 
 
 def end_of_turn_id_of(processor) -> int:
@@ -248,21 +254,21 @@ def end_of_turn_id_of(processor) -> int:
 
     Found by rendering a one-message conversation and taking the first special token after the
     user's text (only whitespace may come between)."""
-    tok = _tokenizer_of(processor)
+    tok = tokenizer_of(processor)
     rendered = None
-    for content in ([{"type": "text", "text": _PROBE}], _PROBE):
+    for content in ([{"type": "text", "text": _PROBE_TEXT}], _PROBE_TEXT):
         try:
             r = processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False)
         except Exception:  # noqa: BLE001 - some templates accept only one content form
             continue
         if isinstance(r, list):
             r = r[0]
-        if isinstance(r, str) and _PROBE in r:
+        if isinstance(r, str) and _PROBE_TEXT in r:
             rendered = r
             break
     if rendered is None:
         raise ValueError(f"{type(processor).__name__}: the chat template does not render a user message")
-    tail = rendered[rendered.rindex(_PROBE) + len(_PROBE):]
+    tail = rendered[rendered.rindex(_PROBE_TEXT) + len(_PROBE_TEXT):]
     special = set(int(i) for i in getattr(tok, "all_special_ids", []) or [])
     special |= {int(i) for i, t in (getattr(tok, "added_tokens_decoder", {}) or {}).items()
                 if getattr(t, "special", False)}
@@ -275,8 +281,10 @@ def end_of_turn_id_of(processor) -> int:
                      f"template (text after the user message: {tail[:40]!r}); pass end_of_turn_id explicitly")
 
 
-def _pad_id_of(processor, model=None) -> int:
-    tok = _tokenizer_of(processor)
+def pad_id_of(processor, model=None) -> int:
+    """The id rows are padded with: the tokenizer's pad token, else the model's generation pad
+    token, else the (first) end-of-sequence token."""
+    tok = tokenizer_of(processor)
     pad = tok.pad_token_id
     if pad is None and model is not None:
         pad = getattr(model.generation_config, "pad_token_id", None)
@@ -409,7 +417,7 @@ def prepare_alarm_batch(llm, inputs, alarm: AlarmTokenIds | None = None, *,
         visual_token_ids=visual_token_ids_of(llm.processor, llm.model.config),
         end_of_turn_id=end_of_turn_id_of(llm.processor),
         alarm=registered,
-        pad_token_id=_pad_id_of(llm.processor, llm.model),
+        pad_token_id=pad_id_of(llm.processor, llm.model),
         prompt_lens=prompt_lens,
     )
 
@@ -437,7 +445,8 @@ class AlarmOutput:
     lm_loss: torch.Tensor | None = None  # the base model's CE when the batch holds labels
 
 
-def _language_model(base) -> nn.Module:
+def language_model_of(base) -> nn.Module:
+    """The language-model (decoder) module inside an HF video LLM."""
     dec = base.get_decoder() if hasattr(base, "get_decoder") else None
     if dec is None:
         inner = getattr(base, "model", None)
@@ -451,7 +460,7 @@ def language_parameters(model) -> list[nn.Parameter]:
     """The language model's parameters plus the output embeddings (lm_head) of an HF video LLM,
     each once (tied embeddings appear once): what trains in every stage but the vision side."""
     seen: dict[int, nn.Parameter] = {}
-    for p in _language_model(model).parameters():
+    for p in language_model_of(model).parameters():
         seen[id(p)] = p
     out_emb = model.get_output_embeddings()
     if out_emb is not None:
@@ -462,10 +471,10 @@ def language_parameters(model) -> list[nn.Parameter]:
 
 def vision_parameters(model) -> list[nn.Parameter]:
     """Every parameter outside the language model and lm_head: vision encoder, projector, ..."""
-    return _other_parameters(model, language_parameters(model))
+    return _parameters_outside(model, language_parameters(model))
 
 
-def _other_parameters(model, llm: list[nn.Parameter]) -> list[nn.Parameter]:
+def _parameters_outside(model, llm: list[nn.Parameter]) -> list[nn.Parameter]:
     ids = {id(p) for p in llm}
     return [p for p in model.parameters() if id(p) not in ids]
 
@@ -608,8 +617,6 @@ class AlarmModel(nn.Module):
         """``base.generate`` with the alarm vectors in place; alarm tokens are never generated."""
         gen = kw.get("generation_config")
         if gen is not None:
-            import copy
-
             gen = copy.deepcopy(gen)
             _add_suppressed(gen, self.alarm)
             kw["generation_config"] = gen
@@ -626,7 +633,7 @@ class AlarmModel(nn.Module):
             "llm": llm,
             "alarm": [self.alarm_vectors],
             "heads": [*self.visual_head.parameters(), *self.textual_head.parameters()],
-            "vision": _other_parameters(self.base, llm),
+            "vision": _parameters_outside(self.base, llm),
         }
 
     def freeze_vision(self) -> int:
@@ -652,15 +659,15 @@ class AlarmModel(nn.Module):
         ``alarm.safetensors`` (vectors + heads) and ``alarm_config.json``."""
         from safetensors.torch import save_file
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        self.base.save_pretrained(d)
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.base.save_pretrained(folder)
         if processor is not None:
             registered = alarm_ids_of(processor)
             if registered != self.alarm:
                 raise ValueError(f"processor alarm ids {registered} differ from the model's {self.alarm}")
-            processor.save_pretrained(d)
-        save_file(self._alarm_state(), str(d / ALARM_WEIGHTS_FILE), metadata={"format": "pt"})
+            processor.save_pretrained(folder)
+        save_file(self._alarm_state(), str(folder / ALARM_WEIGHTS_FILE), metadata={"format": "pt"})
         cfg = {
             "format_version": FORMAT_VERSION,
             "visual_token": VISUAL_ALARM,
@@ -671,8 +678,8 @@ class AlarmModel(nn.Module):
             "init": self.init,
             "param_dtype": str(self.alarm_vectors.dtype).removeprefix("torch."),
         }
-        (d / ALARM_CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-        return d
+        (folder / ALARM_CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        return folder
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, base=None, **loader_kwargs) -> AlarmModel:
@@ -684,30 +691,30 @@ class AlarmModel(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModelForImageTextToText
 
-        d = Path(directory)
-        if not is_alarm_checkpoint(d):
-            raise ValueError(f"{d} is not an alarm checkpoint (needs {ALARM_CONFIG_FILE} and {ALARM_WEIGHTS_FILE})")
-        cfg = json.loads((d / ALARM_CONFIG_FILE).read_text(encoding="utf-8"))
+        folder = Path(directory)
+        if not is_alarm_checkpoint(folder):
+            raise ValueError(f"{folder} is not an alarm checkpoint (needs {ALARM_CONFIG_FILE} and {ALARM_WEIGHTS_FILE})")
+        cfg = json.loads((folder / ALARM_CONFIG_FILE).read_text(encoding="utf-8"))
         if cfg.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{d / ALARM_CONFIG_FILE}: format_version {cfg.get('format_version')!r}, "
+            raise ValueError(f"{folder / ALARM_CONFIG_FILE}: format_version {cfg.get('format_version')!r}, "
                              f"this code reads {FORMAT_VERSION}")
         if (cfg.get("visual_token"), cfg.get("textual_token")) != (VISUAL_ALARM, TEXTUAL_ALARM):
-            raise ValueError(f"{d / ALARM_CONFIG_FILE}: unexpected alarm token strings")
+            raise ValueError(f"{folder / ALARM_CONFIG_FILE}: unexpected alarm token strings")
         if base is None:
             loader_kwargs.setdefault("trust_remote_code", False)
             loader_kwargs["use_safetensors"] = True
-            base = AutoModelForImageTextToText.from_pretrained(str(d), **loader_kwargs)
+            base = AutoModelForImageTextToText.from_pretrained(str(folder), **loader_kwargs)
         elif loader_kwargs:
             raise ValueError(f"loader kwargs {sorted(loader_kwargs)} given with an already loaded base")
         alarm = AlarmTokenIds(int(cfg["visual_token_id"]), int(cfg["textual_token_id"]))
         dtype = getattr(torch, cfg.get("param_dtype", "float32"))
         model = cls(base, alarm, init=cfg.get("init", "zeros"), param_dtype=dtype)
         if model.hidden_size != int(cfg["hidden_size"]):
-            raise ValueError(f"{d}: hidden size {model.hidden_size} != saved {cfg['hidden_size']}")
-        state = load_file(str(d / ALARM_WEIGHTS_FILE))
+            raise ValueError(f"{folder}: hidden size {model.hidden_size} != saved {cfg['hidden_size']}")
+        state = load_file(str(folder / ALARM_WEIGHTS_FILE))
         expected = set(model._alarm_state())
         if set(state) != expected:
-            raise ValueError(f"{d / ALARM_WEIGHTS_FILE}: tensors {sorted(state)}, expected {sorted(expected)}")
+            raise ValueError(f"{folder / ALARM_WEIGHTS_FILE}: tensors {sorted(state)}, expected {sorted(expected)}")
         with torch.no_grad():
             model.alarm_vectors.copy_(state["alarm_vectors"])
             for name in ("visual_head", "textual_head"):
@@ -718,11 +725,11 @@ class AlarmModel(nn.Module):
 
 
 def is_alarm_checkpoint(directory: str | os.PathLike) -> bool:
-    d = Path(directory)
-    if not ((d / ALARM_CONFIG_FILE).is_file() and (d / ALARM_WEIGHTS_FILE).is_file()):
+    folder = Path(directory)
+    if not ((folder / ALARM_CONFIG_FILE).is_file() and (folder / ALARM_WEIGHTS_FILE).is_file()):
         return False
     try:
-        return "format_version" in json.loads((d / ALARM_CONFIG_FILE).read_text(encoding="utf-8"))
+        return "format_version" in json.loads((folder / ALARM_CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
 
