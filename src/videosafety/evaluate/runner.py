@@ -146,7 +146,7 @@ def run_eval(model: VideoLLM, manifest: str | Path, out_dir: str | Path, cfg: Ev
 def _preparer(model: VideoLLM, root: Path, cfg: EvalConfig, decoder: ThreadPoolExecutor
               ) -> Callable[[list[WorkItem]], list[ModelInput | vio.VideoError]]:
     """Model inputs of a batch; a bad video becomes its VideoError (recorded on its row)."""
-    if not getattr(model, "reads_inputs", True):  # reference policies: no frames to decode
+    if not model.reads_inputs:  # reference policies: no frames to decode
         return lambda batch: [ModelInput(query=it.sample.prompt, meta={"sample_id": it.sample.id,
                                                                        "condition": it.condition})
                               for it in batch]

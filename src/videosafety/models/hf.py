@@ -150,6 +150,8 @@ class HFVideoLLM:
     Weights load from safetensors only (``use_safetensors=True``).
     """
 
+    reads_inputs = True  # the runner decodes frames for it
+
     def __init__(
         self,
         model_id_or_path: str | os.PathLike,

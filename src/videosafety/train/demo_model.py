@@ -59,7 +59,8 @@ from videosafety.configs import resolve_config
 from videosafety.data.manifest import iter_samples, resolve_manifest
 from videosafety.data.vsb_mini import VSB_MINI_VERSION, build_vsb_mini
 from videosafety.data.vsb_mini.text import load_texts
-from videosafety.evaluate.runner import EvalConfig, SampleFilter, run_eval
+from videosafety.evaluate.plan import SampleFilter
+from videosafety.evaluate.runner import EvalConfig, run_eval
 from videosafety.judges.exact import ExactAnswerJudge
 from videosafety.judges.rules import RulesJudge
 from videosafety.judges.run import judge_run, read_verdicts
