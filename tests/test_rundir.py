@@ -134,3 +134,27 @@ def test_new_runs_are_format_2_and_plan_from_one_manifest_pass(mini, tmp_path, m
     # the plan kept the order: condition-major, the same samples in each condition
     ids = [[r.sample_id for r in rows if r.condition == c] for c in ("video", "text", "blank")]
     assert ids[0] == ids[1] == ids[2] and len(set(ids[0])) == 100
+
+
+def test_plan_validates_the_rows_it_uses(mini, tmp_path):
+    """Rows are selected on their raw fields and only the selected ones validated: a broken
+    train row does not stop an eval-split run; a broken eval row does, naming file, line, field."""
+    from videosafety.data.manifest import ManifestError
+    from videosafety.evaluate.plan import SampleFilter, make_plan
+
+    lines = mini.read_text(encoding="utf-8").splitlines()
+    train_at = next(i for i, x in enumerate(lines) if json.loads(x)["split"] == "train")
+    eval_at = next(i for i, x in enumerate(lines) if json.loads(x)["split"] == "eval")
+    bad = [json.loads(x) for x in lines]
+    bad[train_at]["video_label"] = 7
+    path = mini.parent / "bad-train.jsonl"  # beside the videos, so their paths resolve
+    path.write_text("\n".join(json.dumps(r) for r in bad) + "\n", encoding="utf-8")
+    try:
+        plan = make_plan(path, SampleFilter(split="eval", limit=10), ("text",), "fp")
+        assert len(plan.samples) == 10 and all(s.id.startswith("eval-") for s in plan.samples)
+        bad[eval_at]["video_label"] = 7
+        path.write_text("\n".join(json.dumps(r) for r in bad) + "\n", encoding="utf-8")
+        with pytest.raises(ManifestError, match=rf"bad-train.jsonl:{eval_at + 1}: video_label"):
+            make_plan(path, SampleFilter(split="eval"), ("text",), "fp")
+    finally:
+        path.unlink()

@@ -15,7 +15,7 @@ from sys import intern
 
 import numpy as np
 
-from videosafety.data.manifest import iter_samples, manifest_root
+from videosafety.data.manifest import iter_records, iter_samples, manifest_root, sample_of
 from videosafety.evaluate.cache import cache_key
 from videosafety.schema import Sample
 from videosafety.tags import with_instruction
@@ -31,11 +31,14 @@ class SampleFilter:
     categories: tuple[str, ...] | None = None  # categories or sub-categories
     limit: int | None = None  # evenly spread over the filtered samples, so every stratum shows
 
-    def keeps(self, s: Sample) -> bool:
-        return ((self.split is None or s.split == self.split)
-                and (self.subsets is None or s.subset in self.subsets)
-                and (self.languages is None or s.language in self.languages)
-                and (self.categories is None or s.category in self.categories or s.subcategory in self.categories))
+    def keeps(self, s: Sample | dict) -> bool:
+        """Whether a sample, or a manifest row not yet validated, is selected."""
+        get = s.get if isinstance(s, dict) else (lambda name: getattr(s, name))
+        return ((self.split is None or get("split") == self.split)
+                and (self.subsets is None or get("subset") in self.subsets)
+                and (self.languages is None or get("language") in self.languages)
+                and (self.categories is None or get("category") in self.categories
+                     or get("subcategory") in self.categories))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +124,16 @@ def select(manifest: str | Path, selection: SampleFilter) -> list[Sample]:
 
 def make_plan(manifest: str | Path, selection: SampleFilter, conditions: Sequence[str], fingerprint: str,
               instruction: str | None = None) -> Plan:
-    # converted while reading, so the full samples of a large manifest are never held together
-    kept = [PlannedSample.of(s, instruction) for s in iter_samples(manifest) if selection.keeps(s)]
-    samples = tuple(spread(kept, selection.limit))
+    """One pass over the manifest: rows are selected on their raw fields, and only the selected
+    ones are validated (a bad row the run does not use does not stop it; `bench validate`
+    checks every row). Converted as they are read, so the full samples of a large manifest are
+    never held together."""
+    if selection.limit is None:
+        samples = tuple(PlannedSample.of(sample_of(manifest, line, rec), instruction)
+                        for line, rec in iter_records(manifest) if selection.keeps(rec))
+    else:
+        chosen = spread([(line, rec) for line, rec in iter_records(manifest) if selection.keeps(rec)], selection.limit)
+        samples = tuple(PlannedSample.of(sample_of(manifest, line, rec), instruction) for line, rec in chosen)
     items = []
     for condition in conditions:
         for s in samples:

@@ -9,6 +9,7 @@ rank 0 writes the merged outputs once all ranks are done."""
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections import Counter
@@ -118,14 +119,15 @@ def run_eval(model: VideoLLM, manifest: str | Path, out_dir: str | Path, cfg: Ev
 
         bar = tqdm(desc=f"eval {model.name}", unit="resp", dynamic_ncols=True, mininterval=1.0,
                    total=len(mine), initial=summary.cached)
-    with ThreadPoolExecutor(cfg.decode_workers) as decoder, ThreadPoolExecutor(1) as prefetcher:
-        prepare = _preparer(model, plan.root, cfg, decoder)
-        in_flight = [prefetcher.submit(prepare, batch) for batch in batches[:cfg.prefetch_batches + 1]]
+    threads = decode_threads(model, cfg.decode_workers)
+    with ThreadPoolExecutor(max(1, threads)) as decoder, ThreadPoolExecutor(1) as prefetcher:
+        prepare = _preparer(model, plan.root, cfg, decoder if threads else None)
+        ahead = cfg.prefetch_batches + 1 if threads else 0
+        in_flight = [prefetcher.submit(prepare, batch) for batch in batches[:ahead]]
         for i, batch in enumerate(batches):
-            nxt = i + cfg.prefetch_batches + 1
-            if nxt < len(batches):  # decode a later batch while this one generates
-                in_flight.append(prefetcher.submit(prepare, batches[nxt]))
-            prepared = in_flight.pop(0).result()
+            if threads and i + ahead < len(batches):  # decode a later batch while this one generates
+                in_flight.append(prefetcher.submit(prepare, batches[i + ahead]))
+            prepared = in_flight.pop(0).result() if threads else prepare(batch)
             summary.generated += _generate(model, cfg.settings, batch, prepared, cache)
             if bar is not None:
                 bar.update(len(batch))
@@ -143,9 +145,28 @@ def run_eval(model: VideoLLM, manifest: str | Path, out_dir: str | Path, cfg: Ev
     return summary
 
 
-def _preparer(model: VideoLLM, root: Path, cfg: EvalConfig, decoder: ThreadPoolExecutor
+def decode_threads(model: VideoLLM, requested: int) -> int:
+    """Background decoding threads worth having. While a GPU or a server computes, this
+    machine's cores are free: `requested`. A model computing on this CPU leaves only the cores
+    torch's threads do not use; with none spare (2 cores, torch's 2 threads) frames are decoded
+    in line before each batch, since decoding beside generation slowed generation by more than
+    the decoding cost (torch's threads wait for each other at every operation; measured in
+    benchmarks/RESULTS.md, "Evaluation harness")."""
+    if not model.reads_inputs or not model.cpu_bound:
+        return requested
+    import torch  # only for a model that runs on torch here
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(requested, cores - torch.get_num_threads()))
+
+
+def _preparer(model: VideoLLM, root: Path, cfg: EvalConfig, decoder: ThreadPoolExecutor | None
               ) -> Callable[[list[WorkItem]], list[ModelInput | vio.VideoError]]:
-    """Model inputs of a batch; a bad video becomes its VideoError (recorded on its row)."""
+    """Model inputs of a batch (decoded by `decoder`'s threads, or in line without one); a bad
+    video becomes its VideoError (recorded on its row)."""
     if not model.reads_inputs:  # reference policies: no frames to decode
         return lambda batch: [ModelInput(query=it.sample.prompt, meta={"sample_id": it.sample.id,
                                                                        "condition": it.condition})
@@ -156,7 +177,7 @@ def _preparer(model: VideoLLM, root: Path, cfg: EvalConfig, decoder: ThreadPoolE
             return model_input(it.sample, it.condition, cfg.budget, root, query=it.sample.prompt)
         except vio.VideoError as e:
             return e
-    return lambda batch: list(decoder.map(one, batch))
+    return lambda batch: list(decoder.map(one, batch) if decoder is not None else map(one, batch))
 
 
 def _generate(model: VideoLLM, settings: GenerationSettings, batch: list[WorkItem],

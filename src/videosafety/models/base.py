@@ -72,6 +72,7 @@ class VideoLLM(Protocol):
     name: str  # model spec as given by the user, e.g. "hf:Qwen/Qwen2-VL-2B-Instruct"
     revision: str  # content revision (commit hash or weights digest), for cache keys
     reads_inputs: bool  # False for reference policies: the runner then decodes no frames for them
+    cpu_bound: bool  # True when it generates on this machine's CPU (decoding then competes with it)
 
     def generate(self, inputs: Sequence[ModelInput], settings: GenerationSettings) -> list[str | FailedResponse]:
         """One response per input, in order; a FailedResponse where that input's request failed."""

@@ -152,6 +152,10 @@ class HFVideoLLM:
 
     reads_inputs = True  # the runner decodes frames for it
 
+    @property
+    def cpu_bound(self) -> bool:
+        return self.device.type == "cpu"
+
     def __init__(
         self,
         model_id_or_path: str | os.PathLike,

@@ -208,6 +208,7 @@ class OpenAIVideoLLM:
     """
 
     reads_inputs = True  # frames are sent to the server
+    cpu_bound = False  # the server computes
 
     def __init__(
         self,

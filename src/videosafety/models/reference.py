@@ -21,6 +21,7 @@ class ReferencePolicy:
         self.name = f"ref:{policy}"
         self.revision = "1"
         self.reads_inputs = False  # the runner need not decode any video for it
+        self.cpu_bound = False
         self._answer = POLICIES[policy]
 
     def generate(self, inputs: Sequence[ModelInput], settings: GenerationSettings) -> list[str]:
