@@ -39,7 +39,7 @@ from itertools import islice
 from pathlib import Path
 
 from videosafety import tags
-from videosafety.evaluate.rundir import CACHE_FILE, ResponseRow, RunDir, VerdictRow, judge_slug
+from videosafety.evaluate.rundir import ResponseRow, RunDir, VerdictRow, judge_slug
 from videosafety.judges.base import Judge, JudgeInput, Verdict
 from videosafety.store import open_store
 

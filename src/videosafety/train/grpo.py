@@ -45,7 +45,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import set_seed
 from transformers import GenerationConfig
 
 # rewards.score is looked up at call time: benchmarks/bench_grpo.py times it by replacing it.
@@ -62,7 +62,7 @@ from videosafety.train.records import GRPORecord, read_records
 from videosafety.train.trainer import (
     load_for_stage,
     make_accelerator,
-    make_optimizer,
+    prepare_training,
     sum_over_processes,
     trainable_groups,
 )
@@ -379,11 +379,8 @@ class GRPOTrainer:
         total_steps = rounds_per_epoch * cfg.epochs * grpo.num_iterations
         self.total_steps = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
 
-        self.optimizer, self.scheduler = make_optimizer(param_groups, cfg, self.total_steps)
-        self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
-        accelerator.register_for_checkpointing(self.scheduler)
-        self.manual_reduce = self.world > 1 and accelerator.distributed_type in (DistributedType.MULTI_CPU,
-                                                                                 DistributedType.MULTI_GPU)
+        self.model, self.optimizer, self.scheduler, self.manual_reduce = prepare_training(
+            accelerator, model, param_groups, cfg, self.total_steps)
         if self.world > 1 and not self.manual_reduce:
             raise NotImplementedError("stage grpo supports single-process and DDP runs; FSDP/DeepSpeed "
                                       "would need the engine's own gradient reduction here")

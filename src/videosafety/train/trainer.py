@@ -120,6 +120,18 @@ def make_optimizer(groups: list[dict], cfg: TrainConfig, total_steps: int):
     return optimizer, scheduler
 
 
+def prepare_training(accelerator: Accelerator, model: torch.nn.Module, param_groups: list[dict], cfg: TrainConfig,
+                     total_steps: int) -> tuple:
+    """(model, optimizer, scheduler, manual_reduce) ready to train, for both trainers. The
+    scheduler stays unprepared: accelerate would step it once per process per step, but
+    total_steps already counts optimizer steps; it is registered so checkpoints carry it.
+    manual_reduce: a multi-process DDP run, whose gradients the trainers all-reduce themselves."""
+    optimizer, scheduler = make_optimizer(param_groups, cfg, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    manual_reduce = accelerator.num_processes > 1 and accelerator.distributed_type in (DistributedType.MULTI_CPU,
+                                                                                       DistributedType.MULTI_GPU)
+    return model, optimizer, scheduler, manual_reduce
 
 
 def sum_over_processes(accelerator: Accelerator, values: Sequence[float], dtype: torch.dtype) -> list:
@@ -209,13 +221,8 @@ class SFTTrainer:
         total_steps = math.ceil(micro_batches_per_epoch / self.accumulation) * cfg.epochs
         self.total_steps = total_steps if cfg.max_steps is None else min(total_steps, cfg.max_steps)
 
-        self.optimizer, self.scheduler = make_optimizer(param_groups, cfg, self.total_steps)
-        # The scheduler stays unprepared: accelerate would step it once per process per step, but
-        # total_steps already counts optimizer steps. It is registered so checkpoints carry it.
-        self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
-        accelerator.register_for_checkpointing(self.scheduler)
-        self.manual_reduce = self.world > 1 and accelerator.distributed_type in (DistributedType.MULTI_CPU,
-                                                                                 DistributedType.MULTI_GPU)
+        self.model, self.optimizer, self.scheduler, self.manual_reduce = prepare_training(
+            accelerator, model, param_groups, cfg, self.total_steps)
         self.engine_reduce = self.world > 1 and not self.manual_reduce
 
     # -- the data: one chunk per optimizer step, its micro-batches
