@@ -146,6 +146,7 @@ class HFVideoLLM:
             processors bound the area summed over frames). Frame sampling is not done here.
         attn_implementation: passed to the model loader (e.g. ``"sdpa"``, ``"eager"``).
         hub_revision: a hub branch / tag / commit to load.
+        name: how runs name it (default ``hf:<model_id_or_path>``).
 
     Weights load from safetensors only (``use_safetensors=True``).
     """
@@ -167,6 +168,7 @@ class HFVideoLLM:
         budget: FrameBudget | None = None,
         attn_implementation: str | None = None,
         hub_revision: str | None = None,
+        name: str | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -174,7 +176,7 @@ class HFVideoLLM:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.model_id = str(model_id_or_path)
-        self.name = f"hf:{self.model_id}"
+        self.name = name or f"hf:{self.model_id}"
         self.trust_remote_code = bool(trust_remote_code)
         self.batch_size = int(batch_size)
         self.budget = budget

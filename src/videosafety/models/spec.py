@@ -54,9 +54,7 @@ def load_model(spec: str | None, budget: FrameBudget, options: ModelOptions = Mo
     if kind == "demo":
         from videosafety.models.demo import demo_model_path
 
-        llm = HFVideoLLM(demo_model_path(), device=options.device, dtype=options.dtype,
-                         batch_size=options.batch_size, budget=budget)
-        llm.name = "demo"
-        return llm
+        return HFVideoLLM(demo_model_path(), device=options.device, dtype=options.dtype,
+                          batch_size=options.batch_size, budget=budget, name="demo")
     return HFVideoLLM(rest, device=options.device, dtype=options.dtype, batch_size=options.batch_size,
                       budget=budget, trust_remote_code=options.trust_remote_code)
