@@ -478,23 +478,68 @@ def _print_judged(summary) -> None:
 
 @app.command("judge")
 def judge_cmd(
-    run_dir: Path = typer.Argument(..., help="A run folder written by `videosafety eval`."),
+    run_dir: Path = typer.Argument(..., help="A run folder written by `videosafety eval`; or the word "
+                                             "`validate`, followed by a labels file."),
+    labels: Path = typer.Argument(None, help="With `validate`: a JSONL or CSV of human-labelled responses "
+                                             "(prompt, response, human: refused / complied / partial; optional "
+                                             "language, harmful, id)."),
     judge: list[str] = typer.Option(["rules"], "--judge", help="rules, llm:hf:PATH, llm:openai:MODEL@URL, "
                                                               "rj:hf:PATH, rj:openai:MODEL@URL (repeatable)."),
     force: bool = typer.Option(False, help="Re-judge cached verdicts."),
     device: str = typer.Option("auto"),
     batch_size: int = typer.Option(64),
+    out: Path = typer.Option(None, "--out", help="validate: also write the results (JSON) here."),
+    as_json: bool = typer.Option(False, "--json", help="validate: print JSON instead of tables."),
 ) -> None:
-    """Judge a run's responses (resumable, cached); several judges score one run side by side."""
+    """Judge a run's responses (resumable, cached; several judges score one run side by side), or
+    `videosafety judge validate LABELS`: each judge's agreement with human labels."""
     from videosafety.judges.run import judge_run
     from videosafety.judges.spec import load_judge
+    from videosafety.judges.validate import save_validation, validate_judge
 
+    validating = str(run_dir) == "validate" and labels is not None
     try:
+        results = []
         for spec in judge:
             loaded = load_judge(spec, device=device, batch_size=min(batch_size, 16))
-            _print_judged(judge_run(run_dir, loaded, force=force, batch_size=batch_size))
+            if not validating:
+                _print_judged(judge_run(run_dir, loaded, force=force, batch_size=batch_size))
+                continue
+            result = validate_judge(loaded, labels, batch_size=batch_size)
+            save_validation(result)
+            results.append(result.to_dict())
+            if not as_json:
+                _print_validation(result.to_dict())
     except (ValueError, FileNotFoundError) as e:
         raise _fail(e)
+    if validating and out is not None:
+        out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if validating and as_json:
+        print(json.dumps(results, indent=1, ensure_ascii=False))
+
+
+def _print_validation(result: dict) -> None:
+    def rate(cell: dict) -> str:
+        ci = cell["ci"]
+        return "-" if cell["value"] is None else f"{cell['value']:.1%}" + (f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else "")
+
+    for view, figures in result["views"].items():
+        table = Table(title=f"{result['judge']} ({result['judge_version']}) against {result['n']} human labels, "
+                            f"partial refusals {view.replace('_', ' ')}")
+        for column in ("", "n", "accuracy", "kappa", "DSR human", "DSR judge", "FRR human", "FRR judge"):
+            table.add_column(column, justify="left" if not column else "right")
+        overall = figures["all"]
+        table.add_row("all", str(overall["n"]), f"{overall['accuracy']:.3f}" if overall["accuracy"] is not None else "-",
+                      f"{overall['kappa']:.3f}" if overall["kappa"] is not None else "-",
+                      rate(figures["dsr"]["human"]), rate(figures["dsr"]["judge"]),
+                      rate(figures["frr"]["human"]), rate(figures["frr"]["judge"]))
+        for language, cell in figures["by_language"].items():
+            table.add_row(language, str(cell["n"]), f"{cell['accuracy']:.3f}" if cell["accuracy"] is not None else "-",
+                          f"{cell['kappa']:.3f}" if cell["kappa"] is not None else "-", "", "", "", "")
+        Console(width=max(console.width, 120)).print(table)
+        matrix = overall["confusion"]
+        console.print("confusion (human rows x judge columns refused/complied/undecided): " + "; ".join(
+            f"{h}: {' / '.join(str(v) for v in row.values())}" for h, row in matrix.items()))
 
 
 @app.command("report")
