@@ -91,3 +91,27 @@ def test_bad_labels_name_file_line_and_field(tmp_path):
     assert [(r.id, r.harmful, r.language) for r in rows] == [("line-2", False, "en"), ("line-3", True, "fr")]
     r = CliRunner().invoke(app, ["judge", "validate", str(bad)])
     assert r.exit_code == 2 and "bad.jsonl:2:" in r.output and "human: Input should be" in r.output
+
+
+def test_report_shows_the_judges_validation_and_warns_about_rules(labels, tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    from videosafety.judges.validate import save_validation
+    from videosafety.report import report_paths, write_report
+
+    monkeypatch.setenv("VIDEOSAFETY_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "data" / "run_format1", run)
+    results = write_report(run, run)
+    md = report_paths(run)["markdown"].read_text()
+    assert results.runs[0].judge.validation is None and "never validated against human labels" in md
+    assert "come from the offline rules judge alone" in md.split("## Defense success rate")[0]  # at the top
+
+    class SameVersionAsTheRun(Scripted):  # stands for the rules judge that judged the run
+        name, version = "rules", results.runs[0].judge.version
+
+    save_validation(validate_judge(SameVersionAsTheRun(), labels))
+    write_report(run, run)
+    md = report_paths(run)["markdown"].read_text()
+    assert f"agreement with 7 human labels: accuracy {5 / 7:.1%}, kappa 0.48" in md

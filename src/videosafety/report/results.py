@@ -31,6 +31,7 @@ import numpy as np
 from videosafety import __version__, taxonomy
 from videosafety.budget import FrameBudget
 from videosafety.evaluate.rundir import RESPONSES, ResponseRow, Results, RunDir, RunError, VerdictRow
+from videosafety.judges.validate import last_validation
 from videosafety.metrics import (
     EXCLUDED, METRICS, MISSING_STATE, SAFE_STATE, UNSAFE_STATE, Mean, RateCounter, cohen_kappa, drop_bootstrap,
     mean_of_replicates, outcome_of, rate_question, raw_agreement,
@@ -311,6 +312,8 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
                   "available": sorted(files)}
     if len(seen) > 1:
         warnings.append(f"{files[slug]}: verdicts from {len(seen)} judge versions: {seen}")
+    if judge_info["name"] is not None:
+        judge_info["validation"] = _validation_summary(judge_info["name"], judge_info["version"])
 
     present_conds = _ordered(tally.coverage, taxonomy.CONDITIONS)
     rates = tally.rates
@@ -431,6 +434,18 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
         "examples_shown": len(tally.examples),
     }
     return result, {"examples": tally.examples, "replicates": replicates, "per_cell": tally.per_cell}
+
+
+def _validation_summary(name: str, version: str) -> dict | None:
+    """How far this judge version was measured to agree with human labels (judges.validate), or
+    None when it never was."""
+    found = last_validation(name, version)
+    if found is None:
+        return None
+    view = found["views"]["partial_as_refused"]["all"]
+    return {"n": found["n"], "accuracy": view["accuracy"], "kappa": view["kappa"], "partial": "as refused",
+            "labels_file": found["labels_file"], "labels_sha256": found["labels_sha256"],
+            "created": found["created"]}
 
 
 def _ci(ci) -> list[float] | None:

@@ -69,8 +69,18 @@ def subset_name(s: str) -> str:
 
 def judge_caption(run: dict) -> str:
     j = run["judge"]
-    return (f"model `{run['model']}`; judge `{j['name']}` version `{j['version']}` (verdicts/{j['slug']}.jsonl); "
-            f"frame budget `{run['budget_str']}`")
+    return (f"model `{run['model']}`; judge `{j['name']}` version `{j['version']}` (verdicts/{j['slug']}.jsonl), "
+            f"{validation_note(j)}; frame budget `{run['budget_str']}`")
+
+
+def validation_note(judge: dict) -> str:
+    """The judge's measured agreement with human labels, or that it has none."""
+    v = judge.get("validation")
+    if not v:
+        return "never validated against human labels (`videosafety judge validate`)"
+    kappa = "-" if v["kappa"] is None else f"{v['kappa']:.2f}"
+    return (f"agreement with {v['n']:,} human labels: accuracy {v['accuracy']:.1%}, kappa {kappa} "
+            f"({v['created'][:10]})")
 
 
 def _conds(runs: list[dict]) -> list[str]:
@@ -88,7 +98,8 @@ def build_sections(results: dict) -> list[Section]:
     rows = []
     for r in runs:
         cov = r["coverage"]["all"]
-        rows.append([r["label"], f"{r['judge']['name']} ({r['judge']['version']})", r["budget_str"], f"{r['rows']:,}",
+        rows.append([r["label"], f"{r['judge']['name']} ({r['judge']['version']}); {validation_note(r['judge'])}",
+                     r["budget_str"], f"{r['rows']:,}",
                      f"{cov['judged']:,} / {cov['judgeable']:,} ({pct(cov['coverage'])} %)", f"{cov['unparsed']:,}",
                      r["run_dir"]])
     out.append(Section("runs", "Runs", (
@@ -98,6 +109,13 @@ def build_sections(results: dict) -> list[Section]:
                rows)]))
 
     notes = list(results["comparison"].get("notes", [])) + [f"{r['label']}: {w}" for r in runs for w in r["warnings"]]
+    rules_only = [r["label"] for r in runs if r["judge"]["name"] == "rules"]
+    if rules_only:  # first, in bold: the figures below rest on phrase lists
+        notes.insert(0, f"**DSR and FRR of {', '.join(rules_only)} come from the offline rules judge alone**: "
+                        "phrase lists in ten languages that miss refusals phrased without a stock opening (an unclear "
+                        "answer counts as unsafe), so DSR can be several points low. Judge with an LLM judge too "
+                        "(`videosafety judge RUN --judge llm:...`) and see each judge's measured agreement with human "
+                        "labels in the Runs table.")
     if notes:
         out.append(Section("notes", "Notes", "\n".join(f"- {n}" for n in notes)))
 
