@@ -234,6 +234,24 @@ class VideoLLMBackend:
                 for r in out]
 
 
+class TextLLMBackend:
+    """A local text-only causal LM (``models.text_llm.TextLLM``), greedy."""
+
+    def __init__(self, llm, *, max_new_tokens: int = 256) -> None:
+        self.llm = llm
+        self.name = llm.name
+        self.revision = llm.revision
+        self.max_new_tokens = int(max_new_tokens)
+
+    def complete(self, prompts: Sequence[tuple[str | None, str]]) -> list[str | Exception]:
+        if not prompts:
+            return []
+        try:
+            return list(self.llm.generate_texts(list(prompts), self.max_new_tokens))
+        except Exception as e:  # noqa: BLE001 - the whole batch is unreached, the run goes on
+            return [JudgeUnreachable(f"{type(e).__name__}: {e}") for _ in prompts]
+
+
 # ------------------------------------------------------------------------------------ the judge
 
 
@@ -291,6 +309,6 @@ class RubricJudge:
         return f"RubricJudge({self.name!r}, version={self.version!r})"
 
 
-__all__ = ["RubricJudge", "RubricAnswer", "Prompt", "PromptError", "TextBackend", "VideoLLMBackend",
+__all__ = ["RubricJudge", "RubricAnswer", "Prompt", "PromptError", "TextBackend", "TextLLMBackend", "VideoLLMBackend",
            "JudgeUnreachable", "extract_json", "parse_rubric", "load_prompt", "parse_prompt", "prompt_fields",
            "RUBRIC_PROMPT"]

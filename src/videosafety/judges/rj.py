@@ -35,6 +35,7 @@ from videosafety.judges.base import JudgeInput, Verdict
 from videosafety.judges.llm import JudgeUnreachable, Prompt, load_prompt, prompt_fields
 from videosafety.models.base import ModelInput
 from videosafety.models.openai_api import NO_KEY, display_url, run_sync, scrub_key
+from videosafety.models.text_llm import TextLLM
 
 # torch and openai are imported inside the backend that needs each: a judge uses one of them,
 # and importing either takes seconds.
@@ -171,15 +172,30 @@ def digit_token_ids(tokenizer) -> list[int]:
 
 
 class HFLogitsBackend:
-    """A local transformers judge (``HFVideoLLM``, text-only input): one forward pass per batch,
-    next-token logits at the ids of "1".."5"."""
+    """A local transformers judge: a text-only causal LM (``TextLLM``) or a video LLM
+    (``HFVideoLLM``, text-only input); one forward pass per batch, next-token logits at the ids of
+    "1".."5"."""
 
     def __init__(self, llm, *, batch_size: int | None = None) -> None:
         self.llm = llm
         self.name = llm.name
-        self.revision = getattr(llm, "revision", None)
-        self.batch_size = int(batch_size or getattr(llm, "batch_size", 4))
-        self.digit_ids = digit_token_ids(llm.processor.tokenizer)
+        self.revision = llm.revision
+        self.batch_size = int(batch_size or llm.batch_size)
+        self.text_only = isinstance(llm, TextLLM)
+        self.digit_ids = digit_token_ids(llm.tokenizer if self.text_only else llm.processor.tokenizer)
+
+    def _last_logits(self, chunk: Sequence[tuple[str | None, str]]):
+        import torch
+
+        if self.text_only:
+            return self.llm.last_token_logits(chunk)
+        batch = self.llm.prepare_batch([ModelInput(query=u, system=sys_) for sys_, u in chunk]).to(self.llm.device)
+        with torch.inference_mode():
+            try:
+                logits = self.llm.model(**batch, logits_to_keep=1).logits
+            except TypeError:  # a model without logits_to_keep
+                logits = self.llm.model(**batch).logits
+        return logits[:, -1, :].float().cpu()  # left padded: the last position is the next token's
 
     def digit_logits(self, prompts: Sequence[tuple[str | None, str]]) -> list[list[float]]:
         """The five logits of "1".."5" at the next position after each rendered prompt."""
@@ -188,15 +204,7 @@ class HFLogitsBackend:
         out: list[list[float]] = []
         ids = torch.tensor(self.digit_ids)
         for s in range(0, len(prompts), self.batch_size):
-            chunk = prompts[s:s + self.batch_size]
-            batch = self.llm.prepare_batch([ModelInput(query=u, system=sys_) for sys_, u in chunk]).to(self.llm.device)
-            with torch.inference_mode():
-                try:
-                    logits = self.llm.model(**batch, logits_to_keep=1).logits
-                except TypeError:  # a model without logits_to_keep
-                    logits = self.llm.model(**batch).logits
-            last = logits[:, -1, :].float().cpu()  # left padded: the last position is the next token's
-            out += last.index_select(1, ids).tolist()
+            out += self._last_logits(prompts[s:s + self.batch_size]).index_select(1, ids).tolist()
         return out
 
     def digit_probs(self, prompts: Sequence[tuple[str | None, str]]) -> list[dict[int, float] | Exception]:

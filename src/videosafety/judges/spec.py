@@ -2,7 +2,9 @@
 
 - ``rules``: multilingual refusal / compliance phrases (offline default; coarse);
 - ``exact:demo``: which of the demo model's fixed answers a response is (``judges.exact``);
-- ``llm:hf:PATH_OR_ID``: rubric judge on a local transformers model (``HFVideoLLM``, text only);
+- ``llm:hf:PATH_OR_ID``: rubric judge on a local transformers model: a text-only causal LM
+  (``models.text_llm.TextLLM``; a checkpoint without a vision tower, or a ``.gguf`` file) or a
+  video LLM asked text only (``HFVideoLLM``);
 - ``llm:openai:MODEL@BASE_URL``: rubric judge on an OpenAI-compatible server;
 - ``rj:hf:PATH_OR_ID[?tau=T]``: RJScore from a local model's next-token logits;
 - ``rj:openai:MODEL@BASE_URL[?tau=T]``: RJScore from a server's ``top_logprobs``.
@@ -127,17 +129,25 @@ def load_judge(spec: str, *, device: str = "auto", dtype: str = "auto", batch_si
     openai_kw = dict(openai or {})
 
     def hf_llm():
+        """A text-only causal LM where the checkpoint has no vision tower (or is a GGUF file),
+        else the video backend asked text only."""
         from videosafety.models.hf import HFVideoLLM
+        from videosafety.models.text_llm import TextLLM, is_text_only
 
+        if is_text_only(js.target, trust_remote_code=trust_remote_code):
+            return TextLLM(js.target, device=device, dtype=dtype, batch_size=batch_size,
+                           trust_remote_code=trust_remote_code)
         return HFVideoLLM(js.target, device=device, dtype=dtype, batch_size=batch_size,
                           trust_remote_code=trust_remote_code)
 
     if js.kind == "llm":
-        from videosafety.judges.llm import RubricJudge, VideoLLMBackend
+        from videosafety.judges.llm import RubricJudge, TextLLMBackend, VideoLLMBackend
+        from videosafety.models.text_llm import TextLLM
 
         if js.backend == "hf":
             llm = hf_llm()
-            backend = VideoLLMBackend(llm, max_new_tokens=max_new_tokens, revision=llm.revision)
+            backend = (TextLLMBackend(llm, max_new_tokens=max_new_tokens) if isinstance(llm, TextLLM) else
+                       VideoLLMBackend(llm, max_new_tokens=max_new_tokens, revision=llm.revision))
         else:
             from videosafety.models.openai_api import OpenAIVideoLLM
 

@@ -117,7 +117,7 @@ def _hub_commit(model_id: str, revision: str | None) -> str | None:
     return None
 
 
-def _resolve_torch_dtype(dtype: str, device: str):
+def resolve_torch_dtype(dtype: str, device: str):
     import torch
 
     if dtype == "auto":
@@ -187,7 +187,7 @@ class HFVideoLLM:
                 device_map, device = "auto", "cuda"
             else:
                 device = "cpu"
-        self._torch_dtype = _resolve_torch_dtype(dtype, "cpu" if device == "cpu" else "cuda")
+        self._torch_dtype = resolve_torch_dtype(dtype, "cpu" if device == "cpu" else "cuda")
 
         load_kw: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
         if hub_revision is not None:

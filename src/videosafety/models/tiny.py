@@ -404,3 +404,50 @@ def build_tiny_model(
     processor = _processor(family, tok, CHAT_TEMPLATES[family])
     processor.save_pretrained(out)
     return out
+
+
+# Qwen2.5-*-Instruct's chat template, without the tool-calling branches: a plain text LM's.
+QWEN2_TEXT_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role != 'system' %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def build_tiny_text_model(out_dir: str | Path, *, tokenizer=None, seed: int = 0, hidden_size: int = 64,
+                          num_layers: int = 2, num_heads: int = 4, output_scale: float = 8.0) -> Path:
+    """A tiny random Qwen2 causal LM (text only, as local judges are) with a chat template, in
+    ``out_dir``; offline and deterministic for a seed."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig, Qwen2Config
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = tokenizer if tokenizer is not None else train_tokenizer()
+    ids = _token_ids(tok)
+    config = Qwen2Config(vocab_size=_round_up(len(tok)), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+                         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
+                         max_position_embeddings=4096, tie_word_embeddings=False,
+                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                         pad_token_id=ids["<|endoftext|>"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        with torch.no_grad():
+            model.get_output_embeddings().weight.mul_(output_scale)
+    model.generation_config = GenerationConfig(bos_token_id=ids["<|endoftext|>"],
+                                               eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+                                               pad_token_id=ids["<|endoftext|>"])
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    tok.chat_template = QWEN2_TEXT_CHAT_TEMPLATE
+    tok.save_pretrained(out)
+    return out
