@@ -490,6 +490,9 @@ def judge_cmd(
     batch_size: int = typer.Option(64),
     out: Path = typer.Option(None, "--out", help="validate: also write the results (JSON) here."),
     as_json: bool = typer.Option(False, "--json", help="validate: print JSON instead of tables."),
+    jury: str = typer.Option(None, help="Combine the --judge verdicts: majority or any-unsafe (a verdict "
+                                        "file of its own)."),
+    escalate_to: str = typer.Option(None, help="With --jury: ask this judge where the others disagree."),
 ) -> None:
     """Judge a run's responses (resumable, cached; several judges score one run side by side), or
     `videosafety judge validate LABELS`: each judge's agreement with human labels."""
@@ -498,6 +501,9 @@ def judge_cmd(
     from videosafety.judges.validate import save_validation, validate_judge
 
     validating = str(run_dir) == "validate" and labels is not None
+    if jury is not None and not validating:
+        _jury(run_dir, judge, jury, escalate_to, device=device, batch_size=batch_size)
+        return
     try:
         results = []
         for spec in judge:
@@ -516,6 +522,21 @@ def judge_cmd(
         out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     if validating and as_json:
         print(json.dumps(results, indent=1, ensure_ascii=False))
+
+
+def _jury(run_dir: Path, specs: list[str], rule: str, escalate_to: str | None, *, device: str,
+          batch_size: int) -> None:
+    from videosafety.judges.jury import jury_run
+    from videosafety.judges.spec import load_judge
+
+    try:
+        members = [load_judge(spec, device=device, batch_size=min(batch_size, 16)) for spec in specs]
+        strong = load_judge(escalate_to, device=device, batch_size=min(batch_size, 16)) if escalate_to else None
+        summary = jury_run(run_dir, members, rule, escalate_to=strong, batch_size=batch_size)
+    except (ValueError, FileNotFoundError) as e:
+        raise _fail(e)
+    console.print(f"{summary.name} ({summary.version}): {summary.judged}/{summary.rows} judged, {summary.disputed} "
+                  f"disputed, {summary.escalated} escalated -> {summary.verdict_file}", markup=False)
 
 
 def _print_validation(result: dict) -> None:
