@@ -94,18 +94,23 @@ def jury_run(run_dir: str | Path, members: Sequence[Judge], rule: str = "majorit
     summary = JurySummary(name=name, version=version,
                           members=[{"judge": s.judge, "version": s.judge_version, "judged": s.judged}
                                    for s in member_summaries])
-    streams = [run.iter_verdicts(m.name) for m in members]
-    rows, decided = [], []
-    for response in run.iter_responses():
-        votes = [next(stream) for stream in streams]  # verdict files are in the responses' order
-        rows.append((response, votes))
-        if escalate_to is not None and response.has_response and disagree(votes, response.subset):
-            decided.append(len(rows) - 1)
-    escalated = ({decided[i]: v for i, v in _escalate(run, escalate_to, [rows[i][0] for i in decided],
-                                                        batch_size).items()} if decided else {})
+
+    def aligned():
+        """(index, response row, the members' verdict rows), streamed (verdict files follow the
+        responses' order)."""
+        streams = [run.iter_verdicts(m.name) for m in members]
+        for index, response in enumerate(run.iter_responses()):
+            yield index, response, [next(stream) for stream in streams]
+
+    escalated: dict[int, Verdict] = {}
+    if escalate_to is not None:  # a first pass finds the disputes; only their rows are kept
+        disputed = [(index, response) for index, response, votes in aligned()
+                    if response.has_response and disagree(votes, response.subset)]
+        found = _escalate(run, escalate_to, [response for _, response in disputed], batch_size)
+        escalated = {disputed[i][0]: verdict for i, verdict in found.items()}
 
     def combined():
-        for index, (response, votes) in enumerate(rows):
+        for index, response, votes in aligned():
             summary.rows += 1
             base = dict(sample_id=response.sample_id, condition=response.condition, subset=response.subset,
                         category=response.category, subcategory=response.subcategory, language=response.language,
