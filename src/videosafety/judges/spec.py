@@ -7,7 +7,8 @@
   video LLM asked text only (``HFVideoLLM``);
 - ``llm:openai:MODEL@BASE_URL``: rubric judge on an OpenAI-compatible server;
 - ``rj:hf:PATH_OR_ID[?tau=T]``: RJScore from a local model's next-token logits;
-- ``rj:openai:MODEL@BASE_URL[?tau=T]``: RJScore from a server's ``top_logprobs``.
+- ``rj:openai:MODEL@BASE_URL[?tau=T]``: RJScore from a server's ``top_logprobs``;
+- ``guard:wildguard:PATH_OR_ID``: the WildGuard moderation model in its own format (``judges.moderation``).
 
 ``tau`` (unsafe above; default 2.85) may also be given as the ``tau=`` keyword of ``load_judge``.
 A judge's ``name`` is its canonical spec with no secret in it: ``user:password@`` is dropped from
@@ -28,7 +29,7 @@ from videosafety.models.openai_api import display_url
 # transformers or openai, and parsing a spec (the CLI's option check) needs none of them.
 
 FORMS = ("rules", "exact:demo", "llm:hf:PATH_OR_ID", "llm:openai:MODEL@BASE_URL", "rj:hf:PATH_OR_ID[?tau=T]",
-         "rj:openai:MODEL@BASE_URL[?tau=T]")
+         "rj:openai:MODEL@BASE_URL[?tau=T]", "guard:wildguard:PATH_OR_ID")
 _PARAMS = {"rj": ("tau",), "llm": ()}
 
 
@@ -42,7 +43,7 @@ def _bad(spec: str, why: str) -> JudgeSpecError:
 
 @dataclass(frozen=True)
 class JudgeSpec:
-    kind: str  # rules | exact | llm | rj
+    kind: str  # rules | exact | llm | rj | guard
     backend: str | None = None  # hf | openai
     target: str = ""  # model path / id (hf), served model name (openai) or answer set (exact)
     base_url: str | None = None
@@ -62,6 +63,15 @@ def parse_judge_spec(spec: str) -> JudgeSpec:
         if answer_set not in ANSWER_SETS:
             raise _bad(spec, f"unknown answer set {answer_set!r} (known: {', '.join(sorted(ANSWER_SETS))})")
         return JudgeSpec("exact", target=answer_set)
+    if spec.startswith("guard:"):
+        from videosafety.judges.moderation import GUARDS
+
+        guard, sep, target = spec.removeprefix("guard:").partition(":")
+        if guard not in GUARDS:
+            raise _bad(spec, f"unknown moderation model {guard!r} (known: {', '.join(GUARDS)})")
+        if not sep or not target:
+            raise _bad(spec, "no model given")
+        return JudgeSpec("guard", "hf", target, params={"guard": guard})
     kind, sep, rest = spec.partition(":")
     if not sep or kind not in ("llm", "rj"):
         raise _bad(spec, f"unknown judge kind {kind!r}")
@@ -94,6 +104,8 @@ def judge_name(js: JudgeSpec, tau: float | None = None) -> str:
         return "rules"
     if js.kind == "exact":
         return f"exact:{js.target}"
+    if js.kind == "guard":
+        return f"guard:{js.params['guard']}:{js.target}"
     where = js.target if js.backend == "hf" else f"{js.target}@{display_url(js.base_url or '')}"
     name = f"{js.kind}:{js.backend}:{where}"
     if js.kind == "rj":
@@ -139,6 +151,13 @@ def load_judge(spec: str, *, device: str = "auto", dtype: str = "auto", batch_si
                            trust_remote_code=trust_remote_code)
         return HFVideoLLM(js.target, device=device, dtype=dtype, batch_size=batch_size,
                           trust_remote_code=trust_remote_code)
+
+    if js.kind == "guard":
+        from videosafety.judges.moderation import WildGuardJudge
+        from videosafety.models.text_llm import TextLLM
+
+        return WildGuardJudge(TextLLM(js.target, device=device, dtype=dtype, batch_size=batch_size,
+                                      trust_remote_code=trust_remote_code), judge_name(js))
 
     if js.kind == "llm":
         from videosafety.judges.llm import RubricJudge, TextLLMBackend, VideoLLMBackend

@@ -48,8 +48,6 @@ class TextLLM:
         self.tokenizer.padding_side = "left"  # the next token of every row sits at the last position
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if not self.tokenizer.chat_template:
-            raise ValueError(f"{self.model_id}: the tokenizer has no chat template; a judge needs one")
         kwargs = {} if gguf else {"use_safetensors": True}  # weights never from pickles; GGUF is no pickle
         self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype,
                                                           trust_remote_code=trust_remote_code, **gguf, **kwargs)
@@ -66,6 +64,8 @@ class TextLLM:
 
     def render(self, prompts: Sequence[tuple[str | None, str]]) -> list[str]:
         """Each (system, user) prompt through the chat template, ready for the assistant's turn."""
+        if not self.tokenizer.chat_template:
+            raise ValueError(f"{self.model_id}: the tokenizer has no chat template; a rubric or RJ judge needs one")
         out = []
         for system, user in prompts:
             messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
@@ -74,16 +74,28 @@ class TextLLM:
 
     def _encode(self, prompts: Sequence[tuple[str | None, str]]):
         # the template already holds any special tokens; adding them again would double a BOS
-        return self.tokenizer(self.render(prompts), return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(self.device)
+        return self._encode_texts(self.render(prompts), add_special_tokens=False)
+
+    def _encode_texts(self, texts: Sequence[str], *, add_special_tokens: bool):
+        return self.tokenizer(list(texts), return_tensors="pt", padding=True,
+                              add_special_tokens=add_special_tokens).to(self.device)
 
     def generate_texts(self, prompts: Sequence[tuple[str | None, str]], max_new_tokens: int) -> list[str]:
         """Greedy answers, ``batch_size`` prompts per call."""
+        return self._generate([self._encode(prompts[s:s + self.batch_size])
+                               for s in range(0, len(prompts), self.batch_size)], max_new_tokens)
+
+    def generate_raw(self, texts: Sequence[str], max_new_tokens: int) -> list[str]:
+        """Greedy continuations of prompts written in a model's own format (a moderation model's,
+        not the chat template); the tokenizer adds its special tokens (a BOS) as it does by default."""
+        return self._generate([self._encode_texts(texts[s:s + self.batch_size], add_special_tokens=True)
+                               for s in range(0, len(texts), self.batch_size)], max_new_tokens)
+
+    def _generate(self, batches, max_new_tokens: int) -> list[str]:
         import torch
 
         answers: list[str] = []
-        for start in range(0, len(prompts), self.batch_size):
-            batch = self._encode(prompts[start:start + self.batch_size])
+        for batch in batches:
             with torch.inference_mode():
                 out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                           pad_token_id=self.tokenizer.pad_token_id)

@@ -422,18 +422,24 @@ QWEN2_TEXT_CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_text_model(out_dir: str | Path, *, tokenizer=None, seed: int = 0, hidden_size: int = 64,
-                          num_layers: int = 2, num_heads: int = 4, output_scale: float = 8.0) -> Path:
-    """A tiny random Qwen2 causal LM (text only, as local judges are) with a chat template, in
-    ``out_dir``; offline and deterministic for a seed."""
+def build_tiny_text_model(out_dir: str | Path, *, architecture: str = "qwen2", tokenizer=None, seed: int = 0,
+                          hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                          output_scale: float = 8.0) -> Path:
+    """A tiny random causal LM (text only, as local judges are) with a chat template, in
+    ``out_dir``; offline and deterministic for a seed. ``architecture``: ``qwen2`` (Qwen2.5
+    instruct models) or ``mistral`` (WildGuard's base)."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM, GenerationConfig, MistralConfig, Qwen2Config
+
+    configs = {"qwen2": Qwen2Config, "mistral": MistralConfig}
+    if architecture not in configs:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(configs)}")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = tokenizer if tokenizer is not None else train_tokenizer()
     ids = _token_ids(tok)
-    config = Qwen2Config(vocab_size=_round_up(len(tok)), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+    config = configs[architecture](vocab_size=_round_up(len(tok)), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
                          num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
                          max_position_embeddings=4096, tie_word_embeddings=False,
                          bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
