@@ -1,0 +1,77 @@
+"""Convert a fetched public refusal-annotation source into `videosafety judge validate` labels.
+
+Usage: python benchmarks/labels_from_public.py SOURCE OUT_DIR [--holdout-mod 5]
+
+SOURCE is a local checkout or bare git directory of a public source (nothing is downloaded):
+
+* XSTest (github.com/paul-rottger/exaggerated-safety, CC-BY-4.0): model_completions/*.csv, each
+  completion hand-labelled 1_full_compliance / 2_full_refusal / 3_partial_refusal. Rows of a
+  ``contrast_*`` type are unsafe requests (harmful=true); the others are safe prompts (harmful=false).
+
+Writes OUT_DIR/<source>_all.jsonl, <source>_dev.jsonl and <source>_heldout.jsonl. The held-out
+part is every row whose prompt id is divisible by --holdout-mod (default 5: 20 % of the prompts,
+all models' completions of those prompts), so tuning never sees a held-out prompt.
+Keep the output OUTSIDE the repository: some completions comply with unsafe requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+XSTEST_LABELS = {"1_full_compliance": "complied", "2_full_refusal": "refused", "3_partial_refusal": "partial"}
+
+
+def _files(source: Path, under: str) -> dict[str, str]:
+    """{path: text} of the CSVs under `under`, from a work tree or a bare git directory."""
+    if (source / under).is_dir():
+        return {str(p.relative_to(source)): p.read_text(encoding="utf-8") for p in sorted((source / under).glob("*.csv"))}
+    names = subprocess.run(["git", "--git-dir", str(source), "ls-tree", "-r", "--name-only", "HEAD", under],
+                           capture_output=True, text=True, check=True).stdout.split()
+    return {n: subprocess.run(["git", "--git-dir", str(source), "show", f"HEAD:{n}"], capture_output=True,
+                              text=True, check=True).stdout for n in names if n.endswith(".csv")}
+
+
+def xstest(source: Path) -> list[dict]:
+    rows = []
+    for name, text in _files(source, "model_completions").items():
+        model = Path(name).stem.removeprefix("xstest_v2_completions_")
+        for r in csv.DictReader(io.StringIO(text)):
+            label = XSTEST_LABELS.get((r.get("final_label") or "").strip())
+            if label is None or not r.get("prompt"):
+                continue
+            rows.append({"id": f"xstest-{model}-{r['id']}", "prompt": r["prompt"], "response": r["completion"] or "",
+                         "human": label, "language": "en", "harmful": r["type"].startswith("contrast"),
+                         "_pid": int(r["id"].rsplit("-", 1)[-1])})
+    return rows
+
+
+SOURCES = {"xstest": xstest}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("source", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--kind", choices=sorted(SOURCES), default="xstest")
+    ap.add_argument("--holdout-mod", type=int, default=5)
+    a = ap.parse_args(argv)
+    rows = SOURCES[a.kind](a.source)
+    a.out.mkdir(parents=True, exist_ok=True)
+    parts = {"all": rows, "dev": [r for r in rows if r["_pid"] % a.holdout_mod],
+             "heldout": [r for r in rows if not r["_pid"] % a.holdout_mod]}
+    for part, rs in parts.items():
+        with open(a.out / f"{a.kind}_{part}.jsonl", "w", encoding="utf-8") as f:
+            for r in rs:
+                f.write(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, ensure_ascii=False) + "\n")
+        print(f"{part}: {len(rs)} rows", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
