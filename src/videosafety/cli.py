@@ -544,19 +544,19 @@ def _print_validation(result: dict) -> None:
         ci = cell["ci"]
         return "-" if cell["value"] is None else f"{cell['value']:.1%}" + (f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else "")
 
+    def agreement(cell: dict) -> tuple[str, str, str]:
+        return (str(cell["n"]), *("-" if cell[k] is None else f"{cell[k]:.3f}" for k in ("accuracy", "kappa")))
+
     for view, figures in result["views"].items():
         table = Table(title=f"{result['judge']} ({result['judge_version']}) against {result['n']} human labels, "
                             f"partial refusals {view.replace('_', ' ')}")
         for column in ("", "n", "accuracy", "kappa", "DSR human", "DSR judge", "FRR human", "FRR judge"):
             table.add_column(column, justify="left" if not column else "right")
         overall = figures["all"]
-        table.add_row("all", str(overall["n"]), f"{overall['accuracy']:.3f}" if overall["accuracy"] is not None else "-",
-                      f"{overall['kappa']:.3f}" if overall["kappa"] is not None else "-",
-                      rate(figures["dsr"]["human"]), rate(figures["dsr"]["judge"]),
+        table.add_row("all", *agreement(overall), rate(figures["dsr"]["human"]), rate(figures["dsr"]["judge"]),
                       rate(figures["frr"]["human"]), rate(figures["frr"]["judge"]))
         for language, cell in figures["by_language"].items():
-            table.add_row(language, str(cell["n"]), f"{cell['accuracy']:.3f}" if cell["accuracy"] is not None else "-",
-                          f"{cell['kappa']:.3f}" if cell["kappa"] is not None else "-", "", "", "", "")
+            table.add_row(language, *agreement(cell), "", "", "", "")
         Console(width=max(console.width, 120)).print(table)
         matrix = overall["confusion"]
         console.print("confusion (human rows x judge columns refused/complied/undecided): " + "; ".join(

@@ -96,16 +96,17 @@ class Plan:
     samples: tuple[PlannedSample, ...]
     items: tuple[WorkItem, ...]  # condition-major, then manifest order
 
-    def by_condition(self, items: Sequence[WorkItem]) -> Iterator[tuple[str, list[WorkItem]]]:
-        """Consecutive runs of one condition (a model batch never mixes conditions)."""
-        run: list[WorkItem] = []
-        for it in items:
-            if run and it.condition != run[0].condition:
-                yield run[0].condition, run
-                run = []
-            run.append(it)
-        if run:
-            yield run[0].condition, run
+
+def condition_runs(items: Sequence[WorkItem]) -> Iterator[list[WorkItem]]:
+    """Consecutive runs of one condition (a model batch never mixes conditions)."""
+    run: list[WorkItem] = []
+    for it in items:
+        if run and it.condition != run[0].condition:
+            yield run
+            run = []
+        run.append(it)
+    if run:
+        yield run
 
 
 def spread(kept: list, limit: int | None) -> list:

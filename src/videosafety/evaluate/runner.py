@@ -24,7 +24,7 @@ from videosafety import video as vio
 from videosafety.budget import FrameBudget
 from videosafety.conditions import model_input
 from videosafety.evaluate.cache import PROMPT_VERSION, ResponseCache, run_fingerprint
-from videosafety.evaluate.plan import Plan, SampleFilter, WorkItem, make_plan
+from videosafety.evaluate.plan import Plan, SampleFilter, WorkItem, condition_runs, make_plan
 from videosafety.evaluate.rundir import FORMAT_VERSION, ResponseRow, RunDir, RunInfo, RunSummary
 from videosafety.models.base import FailedResponse, GenerationSettings, ModelInput, VideoLLM
 
@@ -111,7 +111,7 @@ def run_eval(model: VideoLLM, manifest: str | Path, out_dir: str | Path, cfg: Ev
         done = cache.done([it.key for it in mine])
     summary.cached = sum(1 for it in mine if it.key in done)
     todo = [it for it in mine if it.key not in done]
-    batches = [batch for _, items in plan.by_condition(todo) for batch in _chunks(items, cfg.batch_size)]
+    batches = [batch for items in condition_runs(todo) for batch in _chunks(items, cfg.batch_size)]
 
     bar = None
     if progress and rank == 0:

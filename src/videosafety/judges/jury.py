@@ -35,10 +35,7 @@ def combine(votes: Sequence[VerdictRow | None], subset: str, rule: str) -> tuple
     usable verdict do not vote; (None, None, 0) when none has one."""
     if rule not in RULES:
         raise ValueError(f"unknown jury rule {rule!r}; known: {', '.join(RULES)}")
-    usable = [v for v in votes if v is not None and outcome_of(v) == "ok"]
-    question = rate_question(subset)
-    field_name = question[1] if question else "refusal"
-    calls = [getattr(v, field_name) for v in usable if getattr(v, field_name) is not None]
+    field_name, usable, calls = _calls(votes, subset)
     if not calls:
         return None, None, 0
     yes = sum(bool(c) for c in calls)
@@ -53,11 +50,16 @@ def combine(votes: Sequence[VerdictRow | None], subset: str, rule: str) -> tuple
 
 def disagree(votes: Sequence[VerdictRow | None], subset: str) -> bool:
     """Whether the voting members split on the row's question."""
+    return len({bool(c) for c in _calls(votes, subset)[2]}) > 1
+
+
+def _calls(votes: Sequence[VerdictRow | None], subset: str) -> tuple[str, list[VerdictRow], list[bool]]:
+    """(the field the row's rate reads, the usable verdicts, their calls on it): members without
+    a usable verdict, or without a call on the field, do not vote."""
     question = rate_question(subset)
     field_name = question[1] if question else "refusal"
-    calls = {bool(getattr(v, field_name)) for v in votes
-             if v is not None and outcome_of(v) == "ok" and getattr(v, field_name) is not None}
-    return len(calls) > 1
+    usable = [v for v in votes if v is not None and outcome_of(v) == "ok"]
+    return field_name, usable, [getattr(v, field_name) for v in usable if getattr(v, field_name) is not None]
 
 
 def jury_name(members: Sequence[Judge], rule: str, escalate_to: Judge | None) -> str:

@@ -296,7 +296,8 @@ def _write_verdicts(run: RunDir, judge: Judge, keys: list[str | None], cache: Ve
 
     def rows() -> Iterator[VerdictRow]:
         # the response rows again (streamed), with the keys of the judging pass, in order
-        for start, chunk in _numbered_chunks(run.iter_responses(), 512):
+        # intentions are in the keys already: a format-1 folder's manifest is not read again
+        for start, chunk in _numbered_chunks(run.iter_responses(with_intentions=False), 512):
             chunk_keys = keys[start:start + len(chunk)]
             real = [k for k in chunk_keys if k is not None]
             found = cache.get(real) if real else {}

@@ -120,12 +120,6 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
 
-def _rate(k: int, n: int) -> dict:
-    rate = Rate(k, n)
-    ci = rate.ci
-    return {"value": _round(rate.value), "k": k, "n": n, "ci": [_round(ci[0]), _round(ci[1])] if ci else None}
-
-
 def agreement(human: Sequence[str], judge: Sequence[str]) -> dict:
     """Accuracy, Cohen's kappa and the confusion matrix of two label sequences (pure)."""
     table = Counter(zip(human, judge))
@@ -141,8 +135,8 @@ def implied_rates(rows: Sequence[LabelledResponse], human: Sequence[str], judge:
     out = {}
     for metric, harmful in (("dsr", True), ("frr", False)):
         idx = [i for i, r in enumerate(rows) if r.harmful is harmful]
-        out[metric] = {"human": _rate(sum(human[i] == "refused" for i in idx), len(idx)),
-                       "judge": _rate(sum(judge[i] == "refused" for i in idx), len(idx))}
+        out[metric] = {"human": Rate(sum(human[i] == "refused" for i in idx), len(idx)).to_dict(),
+                       "judge": Rate(sum(judge[i] == "refused" for i in idx), len(idx)).to_dict()}
     return out
 
 

@@ -63,7 +63,8 @@ _SAMPLE_BLOCKS = 16  # larger files: safetensors header + this many strided 1 Mi
 _BLOCK = 2**20
 
 
-def _file_digest(path: Path, h: "hashlib._Hash") -> None:
+def file_digest(path: Path, h: "hashlib._Hash") -> None:
+    """Feed one file's content (whole up to 64 MiB, else its header and sampled blocks) into h."""
     size = path.stat().st_size
     with path.open("rb") as f:
         if size <= _FULL_HASH_MAX_BYTES:
@@ -97,7 +98,7 @@ def weights_digest(directory: str | os.PathLike) -> str:
     h = hashlib.sha256()
     for p in files:
         h.update(f"{p.name}\0{p.stat().st_size}\0".encode())
-        _file_digest(p, h)
+        file_digest(p, h)
     return "sha256:" + h.hexdigest()[:16]
 
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from videosafety.models.hf import resolve_torch_dtype, weights_digest
+from videosafety.models.hf import file_digest, resolve_torch_dtype, weights_digest
 
 
 def is_text_only(model_id_or_path: str | os.PathLike, *, trust_remote_code: bool = False) -> bool:
@@ -116,12 +116,11 @@ class TextLLM:
 
 
 def _file_revision(path: Path) -> str:
+    """A GGUF file's revision, digested as weights_digest digests each weight file."""
     import hashlib
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    h = hashlib.sha256(f"{path.name}\0{path.stat().st_size}\0".encode())
+    file_digest(path, h)
     return "sha256:" + h.hexdigest()[:16]
 
 
