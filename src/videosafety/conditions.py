@@ -32,7 +32,8 @@ def blank_frames(sample: Sample, budget: FrameBudget) -> tuple[np.ndarray, np.nd
     the manifest's metadata, so nothing is decoded."""
     times = vio.plan_timestamps(sample.video.duration, num_frames=budget.num_frames,
                                 fps=None if budget.num_frames else budget.fps, max_frames=budget.max_frames)
-    frames = np.full((len(times), sample.video.height, sample.video.width, 3), BLANK_GRAY, dtype=np.uint8)
+    width, height = vio.decode_size(sample.video.width, sample.video.height)  # as big as decoded frames
+    frames = np.full((len(times), height, width, 3), BLANK_GRAY, dtype=np.uint8)
     return frames, times
 
 

@@ -53,10 +53,17 @@ __all__ = [
     "encode_video",
     "MAX_SIDE",
     "MAX_AREA",
+    "MAX_DECODE_PIXELS",
+    "decode_size",
 ]
 
 MAX_SIDE = 16384  # pixels; wider or taller than this is treated as a broken header
 MAX_AREA = 100_000_000  # pixels (100 MP)
+# Frames with more pixels than this are scaled down (aspect kept) while they are converted to
+# RGB, so memory stays bounded: 90 sampled frames of an 8000x8000 video would otherwise hold
+# 17 GB of RGB. 1080p's area is above every video LLM's per-frame budget (the processor resizes
+# further), so videos up to 1080p are untouched.
+MAX_DECODE_PIXELS = 1920 * 1080
 
 # Frames between keyframes assumed when the container has no index to count them (MPEG-TS,
 # raw streams): x264's default keyint, i.e. on the pessimistic side for seeking.
@@ -131,7 +138,9 @@ class SampledFrames:
 
     ``frames`` is uint8 RGB of shape (T, H, W, 3); ``timestamps`` (float64, seconds) are the
     presentation times of those decoded frames, not the planned targets. When the plan asks for
-    more frames than a stretch of video has, the same frame can appear twice.
+    more frames than a stretch of video has, the same frame can appear twice. ``width`` and
+    ``height`` are the frames' as shown (display matrix applied, scaled to MAX_DECODE_PIXELS at
+    most); :class:`VideoInfo` keeps the stored size from the headers.
     """
 
     frames: np.ndarray
@@ -493,7 +502,6 @@ class _Cursor:
         self.tb = float(meta.time_base)
         self.start_pts = meta.start_pts
         self.fps = meta.info.fps
-        self.width, self.height = meta.info.width, meta.info.height
         self.deadline = deadline
         self._last: tuple[float, np.ndarray] | None = None  # the last frame taken, as RGB
         self.reset()
@@ -549,7 +557,7 @@ class _Cursor:
         frame, t = picked
         if self._last is None or self._last[0] != t:  # the same frame twice: convert once
             self.deadline.check("converting frames")
-            self._last = (t, _to_rgb(frame, self.width, self.height))
+            self._last = (t, _to_rgb(frame))
         return self._last[1], t
 
 
@@ -566,6 +574,26 @@ def _sample_decode(cursor: _Cursor, targets: np.ndarray) -> _Picks:
 
 class _SeekFailed(Exception):
     """Even a seek to the start decoded nothing: this container cannot be sampled by seeking."""
+
+
+class _ShorterThanHeaders(Exception):
+    """The stream ended well before the duration its headers claim (a lying or stale Duration):
+    the plan must be made again on the real length, or most targets land on the last frame."""
+
+    def __init__(self, real_duration: float) -> None:
+        self.real_duration = real_duration
+
+
+def _check_real_length(cursor: "_Cursor", targets: np.ndarray, picks: "_Picks", meta: _StreamMeta) -> None:
+    """Raise _ShorterThanHeaders when the stream ran out and the last targets lie past its last
+    frame by more than two frame periods (and 5 % of the claimed duration): a truthful header
+    puts the last target within a frame period of the last frame."""
+    if not cursor.eof or not picks or any(pk is None for pk in picks):
+        return
+    last = max(t for _, t in picks)  # type: ignore[misc]
+    fps, duration = meta.info.fps, meta.info.duration
+    if float(targets[-1]) - last > max(2.0 / fps, 0.05 * duration):
+        raise _ShorterThanHeaders(last + 1.0 / fps)
 
 
 def _sample_seek(cursor: _Cursor, targets: np.ndarray, meta: _StreamMeta) -> _Picks:
@@ -669,8 +697,24 @@ def _choose_strategy(meta: _StreamMeta, targets: np.ndarray) -> str:
     return "seek" if seek * 1.25 < decode else "decode"
 
 
-def _to_rgb(frame: Any, width: int, height: int) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24", width=width, height=height)
+def decode_size(width: int, height: int, max_pixels: int = MAX_DECODE_PIXELS) -> tuple[int, int]:
+    """(width, height) a frame is converted at: its own size, or scaled down to at most
+    ``max_pixels`` with the aspect ratio kept (even sides, at least 2)."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+def _to_rgb(frame: Any) -> np.ndarray:
+    """The frame as shown: RGB, scaled down to MAX_DECODE_PIXELS at most, and turned by its
+    display matrix (phone videos are often stored sideways with a 'rotate 90' matrix)."""
+    width, height = decode_size(frame.width, frame.height)
+    rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+    # PyAV's rotation is the display matrix's angle, counter-clockwise; np.rot90 turns
+    # counter-clockwise for positive k, so k = angle / 90 shows the frame as players do.
+    quarter = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=quarter)) if quarter else rgb
 
 
 def sample_frames(
@@ -713,12 +757,32 @@ def sample_frames(
                 )
             except _SeekFailed:
                 pass
+            except _ShorterThanHeaders as short:
+                return _sample_shorter(p, meta, short.real_duration, deadline, num_frames, fps,
+                                       max_frames)
     # Either the duration had to be found by demuxing the whole stream, which left the demuxer
     # at the end of the file (raw streams cannot seek back), or seeking did not work in this
     # container: decode sequentially from a fresh open.
     with _open(p, deadline) as container:
         meta = replace(meta, stream=container.streams.video[0])
-        return _sample_open(p, container, meta, deadline, num_frames, fps, max_frames, "decode")
+        try:
+            return _sample_open(p, container, meta, deadline, num_frames, fps, max_frames, "decode")
+        except _ShorterThanHeaders as short:
+            return _sample_shorter(p, meta, short.real_duration, deadline, num_frames, fps, max_frames)
+
+
+def _sample_shorter(p: str, meta: _StreamMeta, real: float, deadline: _Deadline,
+                    num_frames: int | None, fps: float | None, max_frames: int | None) -> SampledFrames:
+    """Sample again, decoding sequentially, with the plan made on the length the stream really
+    has (found by decoding it to the end once)."""
+    info = replace(meta.info, duration=real, num_frames=max(1, round(real * meta.info.fps)))
+    with _open(p, deadline) as container:
+        meta = replace(meta, info=info, stream=container.streams.video[0], keyframes=None)
+        try:
+            return _sample_open(p, container, meta, deadline, num_frames, fps, max_frames, "decode")
+        except _ShorterThanHeaders as again:  # cannot happen twice on one file; say so if it does
+            raise CorruptVideoError(p, f"stream length unstable ({real:.3f} s, then "
+                                       f"{again.real_duration:.3f} s)") from None
 
 
 def _sample_open(
@@ -747,6 +811,7 @@ def _sample_open(
             picks = _sample_seek(cursor, targets, meta)
         else:
             picks = _sample_decode(cursor, targets)
+        _check_real_length(cursor, targets, picks, meta)
         if any(pk is None for pk in picks):
             raise NoFramesError(p, "no frame could be decoded")
         for rgb, t in picks:  # type: ignore[misc]
@@ -766,8 +831,8 @@ def _sample_open(
         timestamps=np.asarray(times, dtype=np.float64),
         source_fps=info.fps,
         duration=info.duration,
-        width=info.width,
-        height=info.height,
+        width=int(arrays[0].shape[1]),
+        height=int(arrays[0].shape[0]),
         target_fps=target_fps,
         strategy=chosen,
     )
