@@ -52,6 +52,6 @@ def model_input(sample: Sample, condition: str, budget: FrameBudget, root: str |
         frames, times = blank_frames(sample, budget)
         rate = len(times) / sample.video.duration
         return ModelInput(query=query, frames=frames, timestamps=times, video_fps=rate, meta=meta)
-    sampled = vio.sample_with_budget(Path(root) / sample.video.path, budget, timeout=timeout)
+    sampled = vio.sample_with_budget(vio.path_inside(root, sample.video.path), budget, timeout=timeout)
     return ModelInput(query=query, frames=sampled.frames, timestamps=sampled.timestamps,
                       video_fps=sampled.sampled_fps, meta=meta)

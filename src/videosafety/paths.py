@@ -1,4 +1,5 @@
-"""Where the toolkit keeps what it builds on first use (VSB-mini, the demo model)."""
+"""Where files are: the toolkit's cache (VSB-mini, the demo model, judge validations) and the
+videos a manifest or records file names, which may never lie outside its folder."""
 
 from __future__ import annotations
 
@@ -24,3 +25,21 @@ def locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def resolve_video_path(root: str | os.PathLike[str], rel: str) -> Path:
+    """The video's path on disk; refuses (ValueError) any path that leaves root, symlinks included."""
+    root = Path(root)
+    root_real = root.resolve()
+    candidate = root / rel
+    # Every component below root must be a plain file or folder: a symlink could point
+    # anywhere, and checking only the final target would miss links to inside-looking places.
+    cur = root
+    for part in Path(rel).parts:
+        cur = cur / part
+        if cur.is_symlink():
+            raise ValueError(f"{rel!r} goes through a symlink ({cur.relative_to(root)}), which is not allowed")
+    real = candidate.resolve()
+    if root_real != real and root_real not in real.parents:
+        raise ValueError(f"{rel!r} resolves outside the manifest's folder")
+    return candidate

@@ -14,6 +14,26 @@ from videosafety import taxonomy
 Label = Literal[0, 1]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
+# A query longer than this is a broken or hostile row, not a benchmark question (the longest
+# VSB-mini query is under 300 characters): refused at the edge with the row named, rather than
+# handed to a model that tries to allocate its attention over it.
+MAX_TEXT_CHARS = 20_000
+# C0 controls but tab/newline/carriage return, DEL and C1 controls: never part of a question,
+# and they can rewrite a terminal that prints the row. Bidirectional marks are text (Arabic,
+# Hebrew) and stay allowed.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def check_text(v: str | None) -> str | None:
+    if v is None:
+        return v
+    if len(v) > MAX_TEXT_CHARS:
+        raise ValueError(f"is {len(v):,} characters long (at most {MAX_TEXT_CHARS:,})")
+    m = _CONTROL.search(v)
+    if m:
+        raise ValueError(f"holds the control character U+{ord(m.group()):04X} at position {m.start()}")
+    return v
+
 
 def check_relative_path(v: str, folder: str = "the manifest's folder") -> str:
     """Paths in manifests and records must not reach outside their folder (security
@@ -72,6 +92,11 @@ class Sample(BaseModel):
     video_label: Label
     reference_response: str | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("query", "harmful_intention", "reference_response")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        return check_text(v)
 
     @field_validator("subcategory")
     @classmethod

@@ -14,6 +14,9 @@ from typing import Final
 # another convention is converted explicitly at import time, never guessed.
 HARMFUL: Final = 1
 SAFE: Final = 0
+# What a labeller answers, and what a construction metadata row's category_hint says, for a
+# video that shows nothing harmful (the videos SH and SafeQ pairs are built on).
+SAFE_VIDEO: Final = "safe"
 
 
 @dataclass(frozen=True)

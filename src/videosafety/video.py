@@ -33,6 +33,7 @@ import av
 import numpy as np
 
 from videosafety.budget import DEFAULT_FPS, DEFAULT_MAX_FRAMES, FrameBudget
+from videosafety.paths import resolve_video_path
 
 __all__ = [
     "VideoError",
@@ -43,6 +44,8 @@ __all__ = [
     "NoFramesError",
     "BadDimensionsError",
     "DecodeTimeoutError",
+    "PathOutsideError",
+    "path_inside",
     "VideoInfo",
     "SampledFrames",
     "probe",
@@ -109,6 +112,10 @@ class NoFramesError(VideoError):
 
 class BadDimensionsError(VideoError):
     """Width or height is zero, or absurdly large (> MAX_SIDE, or area > MAX_AREA)."""
+
+
+class PathOutsideError(VideoError):
+    """The path leaves the folder it must stay in (absolute, through '..', or a symlink)."""
 
 
 class DecodeTimeoutError(VideoError):
@@ -268,6 +275,16 @@ def _looks_like_video_container(path: str) -> bool:
         return True
     # MPEG-TS: a 0x47 sync byte every 188 bytes
     return len(head) >= 377 and head[0] == head[188] == head[376] == 0x47
+
+
+def path_inside(root: str | os.PathLike[str], rel: str) -> str:
+    """``root/rel`` for a video named by a manifest or records file, or PathOutsideError when
+    ``rel`` leaves ``root`` (absolute, through '..', or through a symlink): nothing outside the
+    file's folder is ever opened."""
+    try:
+        return os.fspath(resolve_video_path(root, rel))
+    except ValueError as e:
+        raise PathOutsideError(os.path.join(os.fspath(root), rel), str(e)) from None
 
 
 def _check_file(path: str) -> None:

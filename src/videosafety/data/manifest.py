@@ -123,14 +123,25 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, Sample | list[ManifestPro
             yield line, validation_problems(str(path), line, e)
 
 
+def duplicate_id(file: str, line: int, sample_id: str, first_line: int) -> ManifestProblem:
+    """Two rows with one id would share one answer slot in a run: always an error."""
+    return ManifestProblem(file, line, "id", f"duplicate id {sample_id!r} (first on line {first_line})")
+
+
 def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line, row) of every row, not yet validated: for a reader that selects rows first and
-    validates only those (evaluate.plan). A line that is not one JSON object raises
-    ManifestError naming file and line."""
+    validates only those (evaluate.plan). A line that is not one JSON object, or a second row
+    with an id already seen, raises ManifestError naming file and line."""
     path = resolve_manifest(path)
+    first_line: dict[str, int] = {}
     for line, rec in _raw_rows(path):
         if isinstance(rec, ManifestProblem):
             raise ManifestError(rec)
+        rid = rec.get("id")
+        if isinstance(rid, str):
+            if rid in first_line:
+                raise ManifestError(duplicate_id(str(path), line, rid, first_line[rid]))
+            first_line[rid] = line
         yield line, rec
 
 
@@ -143,10 +154,15 @@ def sample_of(path: str | Path, line: int, record: dict) -> Sample:
 
 
 def iter_samples(path: str | Path) -> Iterator[Sample]:
-    """Samples of a manifest; the first bad row raises ManifestError naming file, line, field."""
-    for _, item in iter_rows(path):
+    """Samples of a manifest; the first bad row (or repeated id) raises ManifestError naming
+    file, line, field."""
+    first_line: dict[str, int] = {}
+    for line, item in iter_rows(path):
         if isinstance(item, list):
             raise ManifestError(item[0])
+        if item.id in first_line:
+            raise ManifestError(duplicate_id(str(resolve_manifest(path)), line, item.id, first_line[item.id]))
+        first_line[item.id] = line
         yield item
 
 

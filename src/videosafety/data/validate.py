@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from videosafety import video as vio
-from videosafety.data.manifest import ManifestProblem, iter_rows, resolve_manifest
+from videosafety.data.manifest import ManifestProblem, duplicate_id, iter_rows, resolve_manifest
+from videosafety.paths import resolve_video_path
 from videosafety.schema import VideoRef
 
 # Metadata may be rounded by whoever wrote the manifest; beyond this it is wrong.
@@ -30,23 +31,6 @@ class ValidationReport:
 
     def by_field(self) -> Counter:
         return Counter(p.field or "<row>" for p in self.problems)
-
-
-def resolve_video_path(root: Path, rel: str) -> Path:
-    """The video's path on disk; refuses any path that leaves root, symlinks included."""
-    root_real = root.resolve()
-    candidate = root / rel
-    # Every component below root must be a plain file or folder: a symlink could point
-    # anywhere, and checking only the final target would miss links to inside-looking places.
-    cur = root
-    for part in Path(rel).parts:
-        cur = cur / part
-        if cur.is_symlink():
-            raise ValueError(f"{rel!r} goes through a symlink ({cur.relative_to(root)}), which is not allowed")
-    real = candidate.resolve()
-    if root_real != real and root_real not in real.parents:
-        raise ValueError(f"{rel!r} resolves outside the manifest's folder")
-    return candidate
 
 
 @dataclass(frozen=True)
@@ -119,7 +103,7 @@ def validate_manifest(
             continue
         report.valid_rows += 1
         if item.id in first_line_of_id:
-            report.problems.append(ManifestProblem(name, line, "id", f"duplicate id {item.id!r} (first on line {first_line_of_id[item.id]})"))
+            report.problems.append(duplicate_id(name, line, item.id, first_line_of_id[item.id]))
         else:
             first_line_of_id[item.id] = line
         if check_videos:

@@ -180,16 +180,27 @@ def _preparer(model: VideoLLM, root: Path, cfg: EvalConfig, decoder: ThreadPoolE
     return lambda batch: list(decoder.map(one, batch) if decoder is not None else map(one, batch))
 
 
+def _generate_isolated(model: VideoLLM, inputs: list[ModelInput], settings: GenerationSettings) -> list:
+    """model.generate over a batch; when the batch raises, each input is tried alone, so one bad
+    input (a query far past the context, a frame the processor rejects) fails on its own row
+    instead of failing its batch-mates too."""
+    if not inputs:
+        return []
+    try:
+        return model.generate(inputs, settings)
+    except Exception as e:  # noqa: BLE001 - recorded on the rows, the run goes on
+        if len(inputs) == 1:
+            return [FailedResponse(f"{type(e).__name__}: {e}")]
+    return [r for x in inputs for r in _generate_isolated(model, [x], settings)]
+
+
 def _generate(model: VideoLLM, settings: GenerationSettings, batch: list[WorkItem],
               prepared: list[ModelInput | vio.VideoError], cache: ResponseCache) -> int:
     """Generate one batch and commit its responses and failures; returns the successes."""
     ok = [(it.key, x) for it, x in zip(batch, prepared) if isinstance(x, ModelInput)]
     failures = [(it.key, f"video: {x}") for it, x in zip(batch, prepared) if not isinstance(x, ModelInput)]
     t0 = time.perf_counter()
-    try:
-        responses = model.generate([x for _, x in ok], settings) if ok else []
-    except Exception as e:  # a backend that raises loses this batch only
-        responses = [FailedResponse(f"{type(e).__name__}: {e}")] * len(ok)
+    responses = _generate_isolated(model, [x for _, x in ok], settings)
     per_item = (time.perf_counter() - t0) / max(1, len(ok))
     successes = []
     for (key, _), r in zip(ok, responses):

@@ -57,7 +57,7 @@ def record_input(record: SFTRecord, root: Path, budget: FrameBudget, instruction
     query = with_instruction(record.query, instruction)
     if record.video is None:
         return ModelInput(query=query, system=record.system)
-    clip = vio.sample_with_budget(root / record.video, budget)
+    clip = vio.sample_with_budget(vio.path_inside(root, record.video), budget)
     return ModelInput(query=query, frames=clip.frames, timestamps=clip.timestamps,
                       video_fps=clip.sampled_fps, system=record.system)
 

@@ -226,7 +226,7 @@ def write_records(records: Iterable[SFTRecord], path: str | Path) -> int:
 
 def resolve_video(records_path: str | Path, record: SFTRecord) -> Path | None:
     """The record's video on disk (None for text-only), refusing symlinks and escapes."""
-    from videosafety.data.validate import resolve_video_path
+    from videosafety.paths import resolve_video_path
 
     if record.video is None:
         return None

@@ -6,7 +6,8 @@ frames (a 64-bit difference hash per frame: near duplicates, e.g. re-encodes or 
 clip). The first video in metadata order is kept; later copies are rejected and name it.
 
 Metadata columns: `video` (path relative to the videos folder; required), `category_hint` (one
-of the taxonomy's categories or sub-categories), `language` (one of the 10 language codes),
+of the taxonomy's categories or sub-categories, or "safe" for a video that shows nothing harmful:
+the labellers still see every policy, and a video they call harmful goes to review), `language` (one of the 10 language codes),
 `source`, `licence`. Unknown columns, unknown categories or languages, paths leaving the folder
 and repeated videos are errors naming the file, the line and the field.
 
@@ -59,8 +60,8 @@ class MetadataRow(BaseModel):
     @field_validator("category_hint")
     @classmethod
     def _known(cls, v: str | None) -> str | None:
-        if v and v not in taxonomy.CATEGORIES and v not in taxonomy.SUBCATEGORIES:
-            raise ValueError(f"unknown category or sub-category {v!r}")
+        if v and v != taxonomy.SAFE_VIDEO and v not in taxonomy.CATEGORIES and v not in taxonomy.SUBCATEGORIES:
+            raise ValueError(f"unknown category or sub-category {v!r} (or {taxonomy.SAFE_VIDEO!r} for a safe video)")
         return v or None
 
     @field_validator("language")
@@ -78,9 +79,18 @@ def read_metadata(path: str | Path) -> list[MetadataRow]:
     name = str(path)
     rows: list[tuple[int, dict]] = []
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
+        for raw_line, text in enumerate(path.read_bytes().splitlines(), start=1):
+            try:
+                text.decode("utf-8")
+            except UnicodeDecodeError as e:  # name the line, not just the byte offset of the file
+                raise ManifestError(ManifestProblem(name, raw_line, "", f"not UTF-8 text (byte {e.start + 1} of "
+                                                    f"the line is 0x{text[e.start]:02x}); save the CSV as UTF-8"))
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
             reader = csv.DictReader(f)
             for raw in reader:
+                if None in raw:  # more cells than header columns
+                    raise ManifestError(ManifestProblem(name, reader.line_num, "", f"{len(raw) - 1 + len(raw[None])} "
+                                                        f"cells, the header has {len(reader.fieldnames or [])}"))
                 rows.append((reader.line_num, {k: (v if v != "" else None) for k, v in raw.items()}))
     else:
         for line, obj in iter_jsonl_objects(path):

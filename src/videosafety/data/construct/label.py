@@ -33,7 +33,7 @@ from videosafety.models.base import FailedResponse, GenerationSettings, ModelInp
 STAGE = "label"
 OUTPUT = "label.jsonl"
 PROMPT_VERSION = "label_v1"
-SAFE = "safe"
+SAFE = taxonomy.SAFE_VIDEO
 
 
 class LabelSettings(BaseModel):
@@ -50,7 +50,9 @@ def prompt_template(version: str = PROMPT_VERSION) -> str:
 
 
 def candidates_for(hint: str | None) -> list[str]:
-    """Sub-categories a video may be labelled with, from its metadata hint."""
+    """Sub-categories a video may be labelled with, from its metadata hint (all of them for no
+    hint and for "safe": a video said to be safe is still shown every policy, so that a wrong
+    hint is caught by the labellers)."""
     if hint in taxonomy.SUBCATEGORIES:
         return [hint]
     if hint in taxonomy.CATEGORIES:
@@ -123,7 +125,7 @@ def label_videos(videos: str | Path, out_dir: str | Path, settings: LabelSetting
         for r in chunk:
             cands = candidates_for(r.get("metadata", {}).get("category_hint"))
             try:
-                clip = vio.sample_with_budget(root / r["video"], settings.budget)
+                clip = vio.sample_with_budget(vio.path_inside(root, r["video"]), settings.budget)
             except vio.VideoError as e:
                 votes[r["video"]].append({"labeller": None, "answer": None, "error": str(e)})
                 continue
@@ -144,9 +146,13 @@ def label_videos(videos: str | Path, out_dir: str | Path, settings: LabelSetting
         if r["video"] in votes:
             v = votes[r["video"]]
             majority, agreement = vote([x.get("parsed") for x in v])
+            hint = r.get("metadata", {}).get("category_hint")
+            # metadata that says "safe" is a claim to check: labellers who see harm send it to review
+            against_hint = hint == SAFE and majority is not None and majority != SAFE
             label = {"votes": v, "majority": majority, "agreement": round(agreement, 4),
-                     "candidates": candidates_for(r.get("metadata", {}).get("category_hint")),
-                     "flagged": majority is None or agreement < settings.min_agreement, "human": None}
+                     "candidates": candidates_for(hint),
+                     "flagged": majority is None or agreement < settings.min_agreement or against_hint,
+                     "human": None}
         else:
             label = previous[r["sha256"]][STAGE]
         rec = dict(r, provenance={**r["provenance"], STAGE: prov}, **{STAGE: label})

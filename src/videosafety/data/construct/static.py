@@ -80,7 +80,8 @@ class ModelFeatures:
 
 def _score(rel: str, root: Path, settings: StaticSettings, features=None) -> dict:
     try:
-        clip = vio.sample_frames(root / rel, num_frames=settings.frames, timeout=settings.decode_timeout)
+        clip = vio.sample_frames(vio.path_inside(root, rel), num_frames=settings.frames,
+                                timeout=settings.decode_timeout)
         feats = features(clip.frames) if features is not None else pixel_features(clip.frames)
         return {"similarity": round(consecutive_similarity(feats), 6)}
     except vio.VideoError as e:

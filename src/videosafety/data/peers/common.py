@@ -17,7 +17,7 @@ import numpy as np
 from videosafety import taxonomy
 from videosafety import video as vio
 from videosafety.data.manifest import ManifestError, ManifestProblem
-from videosafety.data.validate import resolve_video_path
+from videosafety.paths import resolve_video_path
 from videosafety.schema import VideoRef, check_relative_path
 
 # An image becomes a still video: the image as every frame, STILL_SECONDS long at STILL_FPS. Two
