@@ -175,9 +175,9 @@ def yes_no_token_ids(tokenizer) -> tuple[int, int]:
     for word in ANSWER_TOKENS:
         i = tokenizer.convert_tokens_to_ids(word)
         if not isinstance(i, int) or i < 0 or i == tokenizer.unk_token_id or tokenizer.decode([i]) != word:
-            raise ValueError(f"the tokenizer has no single token {word!r} (got id {i!r}); ShieldGemma's score is "
-                             f"the softmax over the next-token logits of {ANSWER_TOKENS[0]!r} and {ANSWER_TOKENS[1]!r}, "
-                             f"so it needs Gemma's tokenizer, where each is one token")
+            raise ValueError(f"the tokenizer has no single token {word!r} (got id {i!r}); ShieldGemma's score is the "
+                             "softmax over the next-token logits of 'Yes' and 'No', so it needs Gemma's tokenizer, "
+                             "where each is one token")
         ids.append(i)
     return ids[0], ids[1]
 
