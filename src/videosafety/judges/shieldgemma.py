@@ -12,13 +12,12 @@ Hugging Face Transformers" (ai.google.dev/responsible/docs/safeguards/shieldgemm
 google/generative-ai-docs, site/en/responsible/docs/safeguards/shieldgemma_on_huggingface.ipynb,
 commit 1c9ebfaed31d), kept byte for byte, its double space in "to be sure  we answer" included;
 the four policy texts are the model card's "Use Case 2: Prompt-Response Content Classification"
-guidelines (ai.google.dev/gemma/docs/shieldgemma/model_card, the card the HF repositories link to),
-which equal the notebook's ``harm_definition(..., PROMPT_RESPONSE)``. The prompt goes to the
-tokenizer as plain text with its BOS (as the notebook's ``tokenizer(prompt)``), not through the chat
-template; ``<start_of_turn>`` / ``<end_of_turn>`` in it are Gemma's control tokens. The tech report's
-Figure 2 places the policy before the response; we follow the notebook, the documented usage.
-We judge the response, so only the prompt-response ("output filtering") template is used; the
-prompt-only one (input filtering) is not.
+guidelines (ai.google.dev/gemma/docs/shieldgemma/model_card), which equal the notebook's
+``harm_definition(..., PROMPT_RESPONSE)``. The prompt goes to the tokenizer as plain text with its
+BOS (as the notebook's ``tokenizer(prompt)``), not through the chat template; ``<start_of_turn>``
+and ``<end_of_turn>`` in it are Gemma's control tokens. The tech report's Figure 2 places the
+policy before the response; we follow the notebook, the documented usage. We judge responses, so
+only the prompt-response ("output filtering") template is used, not the prompt-only one.
 
 Judging: one forward per (response, policy), all four policies for every response, not only the
 policy mapped from the sample's sub-category: ShieldGemma is trained on one policy per call, a
