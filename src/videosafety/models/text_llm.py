@@ -111,6 +111,25 @@ class TextLLM:
             logits = self.model(**batch).logits
         return logits[:, -1, :].float().cpu()
 
+    def last_token_logits_raw(self, texts: Sequence[str], token_ids: Sequence[int] | None = None):
+        """(N, vocab) float32 logits of the next token after each prompt written in a model's own
+        format (a scoring moderation model's), tokenized as ``generate_raw`` does (the tokenizer's
+        special tokens, a BOS, added), ``batch_size`` prompts per forward; ``token_ids``: only those
+        columns, (N, len(token_ids)), so that a large vocabulary is not copied out for two logits."""
+        import torch
+
+        rows = []
+        for s in range(0, len(texts), self.batch_size):
+            batch = self._encode_texts(texts[s:s + self.batch_size], add_special_tokens=True)
+            with torch.inference_mode():  # the last position's logits only: (B, 1, vocab), not (B, L, vocab)
+                logits = self.model(**batch, logits_to_keep=1).logits[:, -1, :]
+            if token_ids is not None:
+                logits = logits[:, list(token_ids)]
+            rows.append(logits.float().cpu())
+        if not rows:
+            return torch.empty(0, len(token_ids) if token_ids is not None else self.model.config.vocab_size)
+        return torch.cat(rows)
+
     def __repr__(self) -> str:
         return f"TextLLM({self.model_id!r}, revision={self.revision!r})"
 

@@ -422,38 +422,94 @@ QWEN2_TEXT_CHAT_TEMPLATE = (
 )
 
 
+# google/gemma-2-*-it's chat template (tokenizer_config.json): no system turn, "model" for the
+# assistant, <start_of_turn>/<end_of_turn> control tokens. ShieldGemma ships Gemma's tokenizer.
+GEMMA2_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}"
+)
+# Gemma's special tokens: <pad>, <eos>, <bos>, <unk>, <mask> first (ids 0-4, as in the hub
+# tokenizer), the turn markers added as special tokens.
+GEMMA_SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>")
+GEMMA_TURN_TOKENS = ("<start_of_turn>", "<end_of_turn>")
+
+
+def train_gemma_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 1000):
+    """A BPE trained here and wrapped in transformers' ``GemmaTokenizer`` (Gemma's layout: spaces
+    as ``▁``, no pre-tokenizer, byte fallback to ``<0xNN>`` pieces, ``<bos>`` added by default,
+    ``<start_of_turn>`` / ``<end_of_turn>`` special). The built-in corpus holds the words ``Yes`` and
+    ``No`` alone, so that (with the default vocabulary size) each is one token, as in Gemma's
+    vocabulary: ShieldGemma reads its answer from their two logits. Takes a few milliseconds."""
+    from tokenizers import Tokenizer, models, normalizers, trainers
+    from transformers import AddedToken, GemmaTokenizer
+
+    texts = list(_CORPUS) + ["Yes", "No"] * 4 + (list(corpus) if corpus is not None else [])
+    bpe = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    bpe.normalizer = normalizers.Replace(" ", "\u2581")
+    n_added = 256 + len(GEMMA_TURN_TOKENS)  # byte pieces and turn markers, added after training
+    trainer = trainers.BpeTrainer(vocab_size=max(vocab_size - n_added, 50), min_frequency=1, show_progress=False,
+                                  special_tokens=list(GEMMA_SPECIAL_TOKENS))
+    bpe.train_from_iterator(texts, trainer=trainer)
+    state = json.loads(bpe.to_str())["model"]
+    vocab: dict[str, int] = state["vocab"]
+    for b in range(256):  # byte-fallback pieces: any text encodes, as with Gemma's own vocabulary
+        vocab.setdefault(f"<0x{b:02X}>", len(vocab))
+    merges = [tuple(m) if isinstance(m, (list, tuple)) else tuple(m.split(" ")) for m in state["merges"]]
+    tok = GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in GEMMA_TURN_TOKENS], special_tokens=True)
+    tok.padding_side = "left"
+    return tok
+
+
 def build_tiny_text_model(out_dir: str | Path, *, architecture: str = "qwen2", tokenizer=None, seed: int = 0,
                           hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
                           output_scale: float = 8.0) -> Path:
     """A tiny random causal LM (text only, as local judges are) with a chat template, in
     ``out_dir``; offline and deterministic for a seed. ``architecture``: ``qwen2`` (Qwen2.5
-    instruct models) or ``mistral`` (WildGuard's base)."""
+    instruct models), ``mistral`` (WildGuard's base) or ``gemma2`` (ShieldGemma's: Gemma 2 with
+    its logit soft-capping, alternating sliding-window layers and a ``GemmaTokenizer`` from
+    ``train_gemma_tokenizer``; the tokenizer given must be a Gemma one)."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig, MistralConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM, Gemma2Config, GenerationConfig, MistralConfig, Qwen2Config
 
-    configs = {"qwen2": Qwen2Config, "mistral": MistralConfig}
+    configs = {"qwen2": Qwen2Config, "mistral": MistralConfig, "gemma2": Gemma2Config}
     if architecture not in configs:
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(configs)}")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = tokenizer if tokenizer is not None else train_tokenizer()
-    ids = _token_ids(tok)
-    config = configs[architecture](vocab_size=_round_up(len(tok)), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-                         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
-                         max_position_embeddings=4096, tie_word_embeddings=False,
-                         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-                         pad_token_id=ids["<|endoftext|>"])
+    if architecture == "gemma2":
+        tok = tokenizer if tokenizer is not None else train_gemma_tokenizer()
+        bos, eos, pad = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+        eos_ids = [eos, tok.convert_tokens_to_ids("<end_of_turn>")]
+        head_dim = hidden_size // num_heads
+        extra = dict(head_dim=head_dim, query_pre_attn_scalar=head_dim, num_key_value_heads=max(1, num_heads // 2))
+        chat_template = GEMMA2_CHAT_TEMPLATE
+    else:
+        tok = tokenizer if tokenizer is not None else train_tokenizer()
+        ids = _token_ids(tok)
+        bos = pad = ids["<|endoftext|>"]
+        eos = ids["<|im_end|>"]
+        eos_ids = [eos, pad]
+        extra = dict(num_key_value_heads=num_heads)
+        chat_template = QWEN2_TEXT_CHAT_TEMPLATE
+    config = configs[architecture](vocab_size=_round_up(len(tok)), hidden_size=hidden_size,
+                                   intermediate_size=hidden_size * 2, num_hidden_layers=num_layers,
+                                   num_attention_heads=num_heads, max_position_embeddings=4096,
+                                   tie_word_embeddings=False, bos_token_id=bos, eos_token_id=eos,
+                                   pad_token_id=pad, **extra)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         with torch.no_grad():
             model.get_output_embeddings().weight.mul_(output_scale)
-    model.generation_config = GenerationConfig(bos_token_id=ids["<|endoftext|>"],
-                                               eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-                                               pad_token_id=ids["<|endoftext|>"])
+    model.generation_config = GenerationConfig(bos_token_id=bos, eos_token_id=eos_ids, pad_token_id=pad)
     model.eval()
     model.save_pretrained(out, safe_serialization=True)
-    tok.chat_template = QWEN2_TEXT_CHAT_TEMPLATE
+    tok.chat_template = chat_template
     tok.save_pretrained(out)
     return out
