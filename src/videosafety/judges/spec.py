@@ -8,7 +8,9 @@
 - ``llm:openai:MODEL@BASE_URL``: rubric judge on an OpenAI-compatible server;
 - ``rj:hf:PATH_OR_ID[?tau=T]``: RJScore from a local model's next-token logits;
 - ``rj:openai:MODEL@BASE_URL[?tau=T]``: RJScore from a server's ``top_logprobs``;
-- ``guard:wildguard:PATH_OR_ID``: the WildGuard moderation model in its own format (``judges.moderation``).
+- ``guard:wildguard:PATH_OR_ID``: the WildGuard moderation model in its own format (``judges.moderation``);
+- ``guard:llamaguard3|llamaguard3-1b|llamaguard3-vision|llamaguard4:PATH``: Llama Guard 3 (8B, 1B),
+  3 Vision and 4 in their own formats, the vision ones with frames of the video (``judges.llamaguard``).
 
 ``tau`` (unsafe above; default 2.85) may also be given as the ``tau=`` keyword of ``load_judge``.
 A judge's ``name`` is its canonical spec with no secret in it: ``user:password@`` is dropped from
@@ -29,7 +31,8 @@ from videosafety.models.openai_api import display_url
 # transformers or openai, and parsing a spec (the CLI's option check) needs none of them.
 
 FORMS = ("rules", "exact:demo", "llm:hf:PATH_OR_ID", "llm:openai:MODEL@BASE_URL", "rj:hf:PATH_OR_ID[?tau=T]",
-         "rj:openai:MODEL@BASE_URL[?tau=T]", "guard:wildguard:PATH_OR_ID")
+         "rj:openai:MODEL@BASE_URL[?tau=T]", "guard:wildguard:PATH_OR_ID",
+         "guard:llamaguard3|llamaguard3-1b|llamaguard3-vision|llamaguard4:PATH")
 _PARAMS = {"rj": ("tau",), "llm": ()}
 
 
@@ -64,8 +67,10 @@ def parse_judge_spec(spec: str) -> JudgeSpec:
             raise _bad(spec, f"unknown answer set {answer_set!r} (known: {', '.join(sorted(ANSWER_SETS))})")
         return JudgeSpec("exact", target=answer_set)
     if spec.startswith("guard:"):
-        from videosafety.judges.moderation import GUARDS
+        from videosafety.judges.llamaguard import GUARDS as LLAMA_GUARDS
+        from videosafety.judges.moderation import GUARDS as MODERATION_GUARDS
 
+        GUARDS = MODERATION_GUARDS + LLAMA_GUARDS
         guard, sep, target = spec.removeprefix("guard:").partition(":")
         if guard not in GUARDS:
             raise _bad(spec, f"unknown moderation model {guard!r} (known: {', '.join(GUARDS)})")
@@ -152,6 +157,11 @@ def load_judge(spec: str, *, device: str = "auto", dtype: str = "auto", batch_si
         return HFVideoLLM(js.target, device=device, dtype=dtype, batch_size=batch_size,
                           trust_remote_code=trust_remote_code)
 
+    if js.kind == "guard" and js.params["guard"] != "wildguard":
+        from videosafety.judges.llamaguard import load_llamaguard
+
+        return load_llamaguard(js.params["guard"], js.target, judge_name(js), device=device, dtype=dtype,
+                               batch_size=batch_size, trust_remote_code=trust_remote_code)
     if js.kind == "guard":
         from videosafety.judges.moderation import WildGuardJudge
         from videosafety.models.text_llm import TextLLM
