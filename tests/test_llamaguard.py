@@ -289,6 +289,19 @@ def test_run_rows_carry_their_video_and_resolve_inside_the_manifest(video_run, t
     resolve = run.video_resolver()
     expected = [RunDir(video_run).video_resolver()(r) for r in rows]
     assert [resolve(r) for r in run.iter_responses()] == expected and run.videos_note is None
+    # what judges read (judge_run and the jury's escalation): the video for video rows of judges that see it
+    from videosafety.judges.run import input_maker
+
+    class Seer:
+        name, version, revision, needs_intention, needs_video = "seer", "1", None, False, True
+
+    class Reader(Seer):
+        needs_video = False
+
+    items = [input_maker(RunDir(video_run), Seer())(r) for r in rows]
+    assert {r.condition for r in rows} == {"video", "text", "blank"}
+    assert all((it.video is not None) == (r.condition == "video") for it, r in zip(items, rows))
+    assert all(input_maker(RunDir(video_run), Reader())(r).video is None for r in rows)
     # a path leaving the manifest's folder is refused, and the note says so
     bad = [dict(x, video="../../etc/passwd") for x in lines]
     (old / "responses.jsonl").write_text("".join(json.dumps(x) + "\n" for x in bad), encoding="utf-8")

@@ -153,6 +153,19 @@ def sees_video(judge: Judge) -> bool:
     return bool(getattr(judge, "needs_video", False))
 
 
+def input_maker(run: RunDir, judge: Judge):
+    """row -> the JudgeInput `judge` reads: with the harmful intention if it reads one, and the
+    video file of video-condition rows if it sees videos (``run.videos_note`` says which it could
+    not place)."""
+    video_of = run.video_resolver() if sees_video(judge) else None
+
+    def make(row: ResponseRow) -> JudgeInput:
+        video = video_of(row) if video_of is not None and row.condition == "video" else None
+        return judge_input(row, with_intention=judge.needs_intention, video=video)
+
+    return make
+
+
 # ------------------------------------------------------------------------------------ running
 
 
@@ -198,8 +211,7 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
     summary = JudgeSummary(judge=judge.name, judge_version=judge.version, judge_revision=judge.revision)
     if not judge.needs_intention:
         summary.notes.append(f"{judge.name} does not read harmful intentions")
-    # a judge that sees the video gets the file of "video"-condition rows (text and blank rows: none)
-    video_of = run.video_resolver() if sees_video(judge) else None
+    make_input = input_maker(run, judge)
 
     cache = VerdictCache(run.verdict_cache_file)
     bar = None
@@ -260,8 +272,7 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
                     if row.response is None:
                         keys.append(None)
                         continue
-                    video = video_of(row) if video_of is not None and row.condition == "video" else None
-                    item = judge_input(row, with_intention=judge.needs_intention, video=video)
+                    item = make_input(row)
                     keys.append(verdict_key(judge, item))
                     todo.append((keys[-1], item))
                 chunk_keys = [k for k, _ in todo]
@@ -352,4 +363,4 @@ def _numbered_chunks(it, n: int) -> Iterator[tuple[int, list]]:
 
 
 __all__ = ["judge_run", "JudgeSummary", "VerdictCache", "verdict_path", "summary_path", "read_verdicts",
-           "judge_slug", "verdict_key", "judge_input"]
+           "judge_slug", "verdict_key", "judge_input", "input_maker", "sees_video"]
