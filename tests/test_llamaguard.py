@@ -81,6 +81,8 @@ def test_llamaguard3_8b_prompt_is_its_own():
     assert llamaguard_prompt("llamaguard3", QUERY, RESPONSE) == LG3_8B
     # message texts are stripped, as the template's content.strip() does
     assert llamaguard_prompt("llamaguard3", f"  {QUERY}\n", f"\n{RESPONSE}  ") == LG3_8B
+    braces = llamaguard_prompt("llamaguard3", "a {query} b", "{response}")  # texts are not re-formatted
+    assert "User: a {query} b\n\nAgent: {response}\n\n<END CONVERSATION>" in braces
 
 
 def test_llamaguard3_1b_and_vision_prompts():

@@ -382,7 +382,10 @@ class VisionGuardModel:
 
 
 class LlamaGuardVisionJudge:
-    """Llama Guard 3 Vision / Llama Guard 4: the conversation and frames of the sample's video."""
+    """Llama Guard 3 Vision / Llama Guard 4: the conversation and frames of the sample's video.
+
+    A row whose video cannot be read is not judged (its exception is returned: judge_run records
+    "judge not reached" and the next run tries again), never judged on its text alone."""
 
     needs_intention = False
     needs_video = True  # judge_run fills JudgeInput.video for video-condition rows
