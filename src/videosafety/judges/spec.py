@@ -70,10 +70,10 @@ def parse_judge_spec(spec: str) -> JudgeSpec:
         from videosafety.judges.llamaguard import GUARDS as LLAMA_GUARDS
         from videosafety.judges.moderation import GUARDS as MODERATION_GUARDS
 
-        GUARDS = MODERATION_GUARDS + LLAMA_GUARDS
+        known = MODERATION_GUARDS + LLAMA_GUARDS
         guard, sep, target = spec.removeprefix("guard:").partition(":")
-        if guard not in GUARDS:
-            raise _bad(spec, f"unknown moderation model {guard!r} (known: {', '.join(GUARDS)})")
+        if guard not in known:
+            raise _bad(spec, f"unknown moderation model {guard!r} (known: {', '.join(known)})")
         if not sep or not target:
             raise _bad(spec, "no model given")
         return JudgeSpec("guard", "hf", target, params={"guard": guard})
@@ -157,7 +157,7 @@ def load_judge(spec: str, *, device: str = "auto", dtype: str = "auto", batch_si
         return HFVideoLLM(js.target, device=device, dtype=dtype, batch_size=batch_size,
                           trust_remote_code=trust_remote_code)
 
-    if js.kind == "guard" and js.params["guard"] != "wildguard":
+    if js.kind == "guard" and js.params["guard"].startswith("llamaguard"):  # judges.llamaguard.GUARDS
         from videosafety.judges.llamaguard import load_llamaguard
 
         return load_llamaguard(js.params["guard"], js.target, judge_name(js), device=device, dtype=dtype,
