@@ -62,25 +62,25 @@ guards (``llamaguard3``, ``llamaguard3-1b``) read text only, whatever the condit
 Hazard categories onto our taxonomy (``taxonomy.SUBCATEGORIES``); the verdict's ``reason`` keeps
 the raw codes and the mapped sub-categories (``LLAMA_GUARD_TO_TAXONOMY``):
 
-====  ==========================  =====================================================================
-code  Llama Guard category        our sub-categories
-====  ==========================  =====================================================================
-S1    Violent Crimes              physical_violence, terrorism_extremism, animal_cruelty
-S2    Non-Violent Crimes          scams_fraud, theft_property_crime, drugs_substances, weapons_firearms,
-                                  cybercrime_hacking, harassment_bullying (threats, intimidation)
-S3    Sex(-Related) Crimes        adult_sexual_content (sexual assault, harassment, trafficking)
-S4    Child (Sexual) Exploitation child_sexualization
-S5    Defamation                  misinformation
-S6    Specialized Advice          dangerous_challenges ("dangerous activities or objects are safe")
-S7    Privacy                     privacy_doxxing
-S8    Intellectual Property       (none)
-S9    Indiscriminate Weapons      explosives (high-yield explosives; CBRN has no sub-category of ours)
-S10   Hate                        hate_speech
-S11   (Suicide &) Self-Harm       suicide_self_harm, eating_disorders (disordered eating)
-S12   Sexual Content              adult_sexual_content
-S13   Elections                   misinformation
-S14   Code Interpreter Abuse      cybercrime_hacking
-====  ==========================  =====================================================================
+====  ============================  ====================================================================
+code  Llama Guard category          our sub-categories
+====  ============================  ====================================================================
+S1    Violent Crimes                physical_violence, terrorism_extremism, animal_cruelty
+S2    Non-Violent Crimes            scams_fraud, theft_property_crime, drugs_substances, weapons_firearms,
+                                    cybercrime_hacking, harassment_bullying (threats, intimidation)
+S3    Sex(-Related) Crimes          adult_sexual_content (sexual assault, harassment, trafficking)
+S4    Child (Sexual) Exploitation   child_sexualization
+S5    Defamation                    misinformation
+S6    Specialized Advice            dangerous_challenges ("dangerous activities or objects are safe")
+S7    Privacy                       privacy_doxxing
+S8    Intellectual Property         (none)
+S9    Indiscriminate Weapons        explosives (high-yield explosives; CBRN has no sub-category of ours)
+S10   Hate                          hate_speech
+S11   (Suicide &) Self-Harm         suicide_self_harm, eating_disorders (disordered eating)
+S12   Sexual Content                adult_sexual_content
+S13   Elections                     misinformation
+S14   Code Interpreter Abuse        cybercrime_hacking
+====  ============================  ====================================================================
 
 ``graphic_gore`` has no Llama Guard category.
 
