@@ -89,6 +89,7 @@ class ResponseRow(BaseModel):
     query_label: int | None = None
     prompt: str = ""
     harmful_intention: str | None = None
+    video: str | None = None  # the sample's video, relative to the manifest's folder (judges that see it)
     response: str | None = None
     error: str | None = None
     seconds: float | None = None
@@ -291,6 +292,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.intentions_note: str | None = None  # set when a format-1 folder's intentions could not be read
+        self.videos_note: str | None = None  # set when video_resolver cannot place some videos
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -386,6 +388,63 @@ class RunDir:
                     return None
         self.intentions_note = f"manifest {manifest} not found: harmful intentions not available"
         return None
+
+    # -- videos (for judges that see them)
+    def manifest_path(self, info: RunInfo | None = None) -> Path | None:
+        """The manifest run.json names, as given or relative to the run folder; None if absent."""
+        info = info if info is not None else self.read_info()
+        manifest = info.manifest if info is not None else None
+        if not manifest:
+            return None
+        return next((c for c in (Path(manifest), self.path / manifest) if c.exists()), None)
+
+    def video_resolver(self):
+        """A function: response row -> the file of its sample's video (str), or None.
+
+        The path is the row's ``video`` (rows written since it exists) or, for older rows, the
+        manifest's; it is resolved inside the manifest's folder and refused if it leaves it,
+        symlinks included (paths.resolve_video_path). Where a video cannot be placed (no
+        manifest, sample not in it, path refused) the answer is None, and ``videos_note`` counts
+        those rows and says why. The manifest is read at most once, and only if a row needs it."""
+        from videosafety.paths import resolve_video_path
+
+        manifest = self.manifest_path()
+        root = None
+        if manifest is not None:
+            from videosafety.data.manifest import manifest_root
+
+            root = manifest_root(manifest)
+        by_id: dict[str, str] | None = None
+        missing: dict[str, int] = {}
+
+        def note(why: str) -> None:
+            missing[why] = missing.get(why, 0) + 1
+            self.videos_note = "videos not available for " + "; ".join(
+                f"{n} row(s): {w}" for w, n in missing.items()) + " (judged on text only)"
+
+        def resolve(row: ResponseRow) -> str | None:
+            nonlocal by_id
+            if root is None:
+                note(f"{self.info_file} names no readable manifest")
+                return None
+            rel = row.video
+            if rel is None:
+                if by_id is None:
+                    from videosafety.data.manifest import iter_rows
+
+                    by_id = {item.id: item.video.path for _, item in iter_rows(manifest)
+                             if not isinstance(item, list)}
+                rel = by_id.get(row.sample_id)
+                if rel is None:
+                    note(f"sample not in {manifest}")
+                    return None
+            try:
+                return str(resolve_video_path(root, rel))
+            except ValueError as e:
+                note(f"video path refused ({e})")
+                return None
+
+        return resolve
 
     # -- verdicts
     def iter_verdicts(self, judge: str) -> Iterator[VerdictRow]:

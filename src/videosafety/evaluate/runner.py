@@ -234,7 +234,7 @@ def _write_rows(run: RunDir, plan: Plan, cfg: EvalConfig, model: VideoLLM, cache
                     sample_id=s.id, condition=it.condition, subset=s.subset, category=s.category,
                     subcategory=s.subcategory, language=s.language, video_label=s.video_label,
                     query_label=s.query_label, prompt=s.prompt, harmful_intention=s.harmful_intention,
-                    response=response, error=error, seconds=seconds, cache_key=it.key, model=model.name,
+                    video=s.video.path, response=response, error=error, seconds=seconds, cache_key=it.key, model=model.name,
                     model_revision=model.revision, generation=generation, budget=budget,
                     prompt_version=PROMPT_VERSION, instruction=cfg.instruction, attack=s.attack, peer=s.peer,
                     peer_subset=s.peer_subset)

@@ -24,6 +24,9 @@ class JudgeInput:
     query: str
     response: str
     harmful_intention: str | None = None
+    # The sample's video file, for a judge that sees it (``needs_video``) and a "video"-condition
+    # row only; judge_run resolves it inside the manifest's folder. None: judge the text.
+    video: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class Judge(Protocol):
     version: str
     revision: str | None  # weights digest of a local judge; None where there is none (rules, servers)
     needs_intention: bool  # whether its prompt shows the harmful intention (judge_run supplies it)
+    # A judge may also set ``needs_video = True`` (read with getattr, default False): judge_run then
+    # gives it the video file of "video"-condition rows (JudgeInput.video).
 
     def judge(self, items: Sequence[JudgeInput]) -> list[Verdict | Exception]:
         """One verdict per item, in order; an Exception where the judge could not be reached

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from videosafety.evaluate.rundir import RunDir, VerdictRow
 from videosafety.judges.base import Judge, Verdict
-from videosafety.judges.run import VerdictCache, judge_input, judge_run, verdict_key, verdict_row
+from videosafety.judges.run import VerdictCache, input_maker, judge_run, verdict_key, verdict_row
 from videosafety.metrics import outcome_of, rate_question
 
 RULES = ("majority", "any-unsafe")
@@ -145,7 +145,8 @@ def _escalate(run: RunDir, judge: Judge, responses, batch_size: int) -> dict[int
     the verdict cache where it has them; rows it could not judge keep the jury's rule."""
     cache = VerdictCache(run.verdict_cache_file)
     try:
-        items = [judge_input(r, with_intention=judge.needs_intention) for r in responses]
+        make_input = input_maker(run, judge)  # a guard that sees videos gets them here too
+        items = [make_input(r) for r in responses]
         keys = [verdict_key(judge, it) for it in items]
         found = cache.get(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]

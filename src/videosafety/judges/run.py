@@ -5,8 +5,9 @@ every batch of verdicts is committed to ``RUN_DIR/verdicts/cache.sqlite`` before
 asked, so a run killed at any moment and started again only asks for what is missing. The cache
 key hashes the judge's name, version and revision (weights digest of a local judge) with what
 the judge reads: sample id, condition, subset, sub-category, language, query, harmful intention
-and the response text. Several judges share the cache and write side by side, one verdict file
-each. ``force=True`` asks the judge again for every row (and replaces the cached verdicts).
+and the response text (and, for a judge that sees the video, the video file of video-condition
+rows: ``RunDir.video_resolver``). Several judges share the cache and write side by side, one
+verdict file each. ``force=True`` asks the judge again for every row (and replaces the cached verdicts).
 
 The verdict file (written at the end, atomically: a partial file never stands) has ONE row per
 row of responses.jsonl, in the same order:
@@ -68,6 +69,8 @@ def read_verdicts(run_dir: str | Path, judge_name: str) -> Iterator[dict]:
 def verdict_key(judge: Judge, item: JudgeInput) -> str:
     parts = (judge.name, judge.version, judge.revision, item.sample_id, item.condition,
              item.subset, item.subcategory, item.language, item.query, item.harmful_intention, item.response)
+    if item.video is not None:  # only judges that see the video; other judges' keys stay as they were
+        parts += (item.video,)
     # unit separators between fields, NUL for None: unambiguous for text without control characters
     payload = "\x1f".join("\x00" if x is None else str(x) for x in parts)
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
@@ -137,12 +140,30 @@ def _chunks(it, n: int) -> Iterator[list]:
         yield chunk
 
 
-def judge_input(row: ResponseRow, *, with_intention: bool = True) -> JudgeInput:
-    """What a judge reads of a response row: the user-facing part of a tagged response."""
+def judge_input(row: ResponseRow, *, with_intention: bool = True, video: str | None = None) -> JudgeInput:
+    """What a judge reads of a response row: the user-facing part of a tagged response (and, for a
+    judge that sees it, the video file `video`)."""
     return JudgeInput(sample_id=row.sample_id, condition=row.condition, subset=row.subset,
                       subcategory=row.subcategory, language=row.language, query=row.prompt,
                       response=tags.user_facing(row.response),
-                      harmful_intention=row.harmful_intention if with_intention else None)
+                      harmful_intention=row.harmful_intention if with_intention else None, video=video)
+
+
+def sees_video(judge: Judge) -> bool:
+    return bool(getattr(judge, "needs_video", False))
+
+
+def input_maker(run: RunDir, judge: Judge):
+    """row -> the JudgeInput `judge` reads: with the harmful intention if it reads one, and the
+    video file of video-condition rows if it sees videos (``run.videos_note`` says which it could
+    not place)."""
+    video_of = run.video_resolver() if sees_video(judge) else None
+
+    def make(row: ResponseRow) -> JudgeInput:
+        video = video_of(row) if video_of is not None and row.condition == "video" else None
+        return judge_input(row, with_intention=judge.needs_intention, video=video)
+
+    return make
 
 
 # ------------------------------------------------------------------------------------ running
@@ -190,6 +211,7 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
     summary = JudgeSummary(judge=judge.name, judge_version=judge.version, judge_revision=judge.revision)
     if not judge.needs_intention:
         summary.notes.append(f"{judge.name} does not read harmful intentions")
+    make_input = input_maker(run, judge)
 
     cache = VerdictCache(run.verdict_cache_file)
     bar = None
@@ -250,7 +272,7 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
                     if row.response is None:
                         keys.append(None)
                         continue
-                    item = judge_input(row, with_intention=judge.needs_intention)
+                    item = make_input(row)
                     keys.append(verdict_key(judge, item))
                     todo.append((keys[-1], item))
                 chunk_keys = [k for k, _ in todo]
@@ -274,6 +296,8 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
         if bar is not None:
             bar.close()
             bar = None
+        if run.videos_note is not None:
+            summary.notes.append(run.videos_note)
         if judge.needs_intention:
             if run.intentions_note is not None:
                 summary.notes.append(run.intentions_note)
@@ -339,4 +363,4 @@ def _numbered_chunks(it, n: int) -> Iterator[tuple[int, list]]:
 
 
 __all__ = ["judge_run", "JudgeSummary", "VerdictCache", "verdict_path", "summary_path", "read_verdicts",
-           "judge_slug", "verdict_key", "judge_input"]
+           "judge_slug", "verdict_key", "judge_input", "input_maker", "sees_video"]

@@ -85,10 +85,11 @@ class TextLLM:
         return self._generate([self._encode(prompts[s:s + self.batch_size])
                                for s in range(0, len(prompts), self.batch_size)], max_new_tokens)
 
-    def generate_raw(self, texts: Sequence[str], max_new_tokens: int) -> list[str]:
+    def generate_raw(self, texts: Sequence[str], max_new_tokens: int, *, add_special_tokens: bool = True) -> list[str]:
         """Greedy continuations of prompts written in a model's own format (a moderation model's,
-        not the chat template); the tokenizer adds its special tokens (a BOS) as it does by default."""
-        return self._generate([self._encode_texts(texts[s:s + self.batch_size], add_special_tokens=True)
+        not the chat template); the tokenizer adds its special tokens (a BOS) as it does by default,
+        or none (``add_special_tokens=False``) for a format that writes its BOS itself."""
+        return self._generate([self._encode_texts(texts[s:s + self.batch_size], add_special_tokens=add_special_tokens)
                                for s in range(0, len(texts), self.batch_size)], max_new_tokens)
 
     def _generate(self, batches, max_new_tokens: int) -> list[str]:

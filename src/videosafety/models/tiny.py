@@ -465,18 +465,42 @@ def train_gemma_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int =
     return tok
 
 
+# Llama 3 / 3.2-Vision / 4 special tokens the Llama Guard formats and their processors use: added to a
+# copy of the tiny tokenizer for the "llama" text model and the tiny Llama Guard vision models.
+LLAMA_SPECIAL_TOKENS = (
+    "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|image|>", "<|python_tag|>",
+    "<|header_start|>", "<|header_end|>", "<|eot|>", "<|image_start|>", "<|image_end|>", "<|patch|>",
+    "<|tile_x_separator|>", "<|tile_y_separator|>",
+)
+
+
+def with_llama_tokens(tokenizer):
+    """A copy of `tokenizer` with LLAMA_SPECIAL_TOKENS as special tokens and BOS <|begin_of_text|>
+    (the shared test tokenizer is left as it is)."""
+    import copy
+
+    from transformers import AddedToken
+
+    tok = copy.deepcopy(tokenizer)
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in LLAMA_SPECIAL_TOKENS], special_tokens=True)
+    tok.bos_token = "<|begin_of_text|>"
+    return tok
+
+
 def build_tiny_text_model(out_dir: str | Path, *, architecture: str = "qwen2", tokenizer=None, seed: int = 0,
                           hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
                           output_scale: float = 8.0) -> Path:
     """A tiny random causal LM (text only, as local judges are) with a chat template, in
     ``out_dir``; offline and deterministic for a seed. ``architecture``: ``qwen2`` (Qwen2.5
-    instruct models), ``mistral`` (WildGuard's base) or ``gemma2`` (ShieldGemma's: Gemma 2 with
-    its logit soft-capping, alternating sliding-window layers and a ``GemmaTokenizer`` from
-    ``train_gemma_tokenizer``; the tokenizer given must be a Gemma one)."""
+    instruct models), ``mistral`` (WildGuard's base), ``llama`` (Llama Guard 3's: its tokenizer
+    also gets the Llama 3 special tokens, and generation stops at <|eot_id|>) or ``gemma2``
+    (ShieldGemma's: Gemma 2 with its logit soft-capping, alternating sliding-window layers and a
+    ``GemmaTokenizer`` from ``train_gemma_tokenizer``; the tokenizer given must be a Gemma one)."""
     import torch
-    from transformers import AutoModelForCausalLM, Gemma2Config, GenerationConfig, MistralConfig, Qwen2Config
+    from transformers import (AutoModelForCausalLM, Gemma2Config, GenerationConfig, LlamaConfig, MistralConfig,
+                              Qwen2Config)
 
-    configs = {"qwen2": Qwen2Config, "mistral": MistralConfig, "gemma2": Gemma2Config}
+    configs = {"qwen2": Qwen2Config, "mistral": MistralConfig, "llama": LlamaConfig, "gemma2": Gemma2Config}
     if architecture not in configs:
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(configs)}")
 
@@ -491,10 +515,13 @@ def build_tiny_text_model(out_dir: str | Path, *, architecture: str = "qwen2", t
         chat_template = GEMMA2_CHAT_TEMPLATE
     else:
         tok = tokenizer if tokenizer is not None else train_tokenizer()
+        if architecture == "llama":
+            tok = with_llama_tokens(tok)
         ids = _token_ids(tok)
-        bos = pad = ids["<|endoftext|>"]
+        pad = ids["<|endoftext|>"]
         eos = ids["<|im_end|>"]
-        eos_ids = [eos, pad]
+        bos = tok.convert_tokens_to_ids("<|begin_of_text|>") if architecture == "llama" else pad
+        eos_ids = ([tok.convert_tokens_to_ids("<|eot_id|>")] if architecture == "llama" else []) + [eos, pad]
         extra = dict(num_key_value_heads=num_heads)
         chat_template = QWEN2_TEXT_CHAT_TEMPLATE
     config = configs[architecture](vocab_size=_round_up(len(tok)), hidden_size=hidden_size,
@@ -512,4 +539,71 @@ def build_tiny_text_model(out_dir: str | Path, *, architecture: str = "qwen2", t
     model.save_pretrained(out, safe_serialization=True)
     tok.chat_template = chat_template
     tok.save_pretrained(out)
+    return out
+
+
+GUARD_VLM_FAMILIES = ("mllama", "llama4")
+
+
+def build_tiny_guard_vlm(family: str, out_dir: str | Path, *, tokenizer=None, seed: int = 0,
+                         output_scale: float = 8.0) -> Path:
+    """A tiny random Llama Guard vision checkpoint in ``out_dir``: ``mllama`` (Llama Guard 3
+    Vision's ``MllamaForConditionalGeneration``, one cross-attention layer) or ``llama4`` (Llama
+    Guard 4's ``Llama4ForConditionalGeneration``, dense: no MoE layer, as LG4 is pruned to), with
+    the real processor (``MllamaProcessor`` / ``Llama4Processor``) at 56x56 tiles. No chat template:
+    the guard judges render their prompts themselves."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig
+
+    if family not in GUARD_VLM_FAMILIES:
+        raise ValueError(f"unknown family {family!r}; known: {GUARD_VLM_FAMILIES}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = with_llama_tokens(tokenizer if tokenizer is not None else train_tokenizer())
+    tid = tok.convert_tokens_to_ids
+    pad = tid(PAD_TOKEN)
+    if family == "mllama":
+        from transformers import MllamaImageProcessor, MllamaProcessor
+
+        eos = tid("<|eot_id|>")
+        text = dict(vocab_size=_round_up(len(tok)), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, cross_attention_layers=[1],
+                    max_position_embeddings=4096, bos_token_id=tid("<|begin_of_text|>"), eos_token_id=eos,
+                    pad_token_id=pad, rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+        vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_global_layers=1,
+                      attention_heads=2, image_size=56, patch_size=14, max_num_tiles=4, vision_output_dim=64,
+                      intermediate_layers_indices=[0])
+        config = AutoConfig.for_model("mllama", text_config=text, vision_config=vision,
+                                      image_token_index=tid("<|image|>"))
+        processor = MllamaProcessor(image_processor=MllamaImageProcessor(size={"height": 56, "width": 56},
+                                                                         max_image_tiles=4), tokenizer=tok)
+    else:
+        from transformers import Llama4ImageProcessor, Llama4Processor
+
+        eos = tid("<|eot|>")
+        text = dict(vocab_size=_round_up(len(tok)), hidden_size=64, intermediate_size=128, intermediate_size_mlp=128,
+                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                    max_position_embeddings=4096, num_local_experts=1, interleave_moe_layer_step=0, moe_layers=[],
+                    attention_chunk_size=8192, bos_token_id=tid("<|begin_of_text|>"), eos_token_id=eos,
+                    pad_token_id=pad)
+        # the pixel-shuffle MLP reads hidden_size / pixel_shuffle_ratio**2 features: intermediate_size
+        vision = dict(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                      image_size=56, patch_size=14, vision_output_dim=64, projector_input_dim=64,
+                      projector_output_dim=64, pixel_shuffle_ratio=0.5)
+        config = AutoConfig.for_model("llama4", text_config=text, vision_config=vision,
+                                      boi_token_index=tid("<|image_start|>"), eoi_token_index=tid("<|image_end|>"),
+                                      image_token_index=tid("<|patch|>"))
+        processor = Llama4Processor(image_processor=Llama4ImageProcessor(size={"height": 56, "width": 56},
+                                                                         max_patches=2, resize_to_max_canvas=False),
+                                    tokenizer=tok, patch_size=14, pixel_shuffle_ratio=0.5)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+        with torch.no_grad():
+            model.get_output_embeddings().weight.mul_(output_scale)
+    model.generation_config = GenerationConfig(bos_token_id=tid("<|begin_of_text|>"), eos_token_id=[eos, pad],
+                                               pad_token_id=pad)
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
     return out
