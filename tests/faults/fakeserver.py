@@ -56,14 +56,21 @@ def _unit(*parts) -> float:
 
 
 class FaultSchedule:
-    """(key, attempt) -> a fault name or None, from a seed alone."""
+    """(key, attempt) -> a fault name or None. Whether an attempt gets a fault depends on (seed,
+    key, attempt) alone; which fault too, unless ``cycle``: then the n-th fault served is
+    ``faults[n % len(faults)]`` (every kind shows up once ten faults were served, whatever the
+    keys; the order of concurrent requests decides which row gets which)."""
 
-    def __init__(self, seed: int = 0, rate: float = 0.3, faults=FAULTS) -> None:
-        self.seed, self.rate, self.faults = int(seed), float(rate), tuple(faults)
+    def __init__(self, seed: int = 0, rate: float = 0.3, faults=FAULTS, cycle: bool = False) -> None:
+        self.seed, self.rate, self.faults, self.cycle = int(seed), float(rate), tuple(faults), cycle
+        self.served = 0
 
-    def __call__(self, key: str, attempt: int) -> str | None:
+    def __call__(self, key: str, attempt: int) -> str | None:  # called under the server's lock
         if not self.faults or _unit(self.seed, key, attempt, "rate") >= self.rate:
             return None
+        if self.cycle:
+            self.served += 1
+            return self.faults[(self.served - 1) % len(self.faults)]
         return self.faults[int(_unit(self.seed, key, attempt, "kind") * len(self.faults))]
 
 
@@ -106,9 +113,9 @@ class FakeOpenAIServer:
     ``stall``: seconds a ``read_timeout`` fault waits before answering (set it above the client's
     timeout). ``retry_after``: the Retry-After of ``429_retry_after`` faults, in seconds."""
 
-    def __init__(self, *, seed: int = 0, rate: float = 0.3, faults=FAULTS, stall: float = 3.0,
+    def __init__(self, *, seed: int = 0, rate: float = 0.3, faults=FAULTS, cycle: bool = False, stall: float = 3.0,
                  retry_after: float = 1, api_key: str | None = None, model: str = "fake-model") -> None:
-        self.schedule = FaultSchedule(seed, rate, faults)
+        self.schedule = FaultSchedule(seed, rate, faults, cycle)
         self.stall, self.retry_after, self.api_key, self.model = float(stall), retry_after, api_key, model
         self.log: list[dict] = []
         self.attempts: dict[str, int] = {}
@@ -169,10 +176,9 @@ class FakeOpenAIServer:
                 with srv.lock:
                     attempt = srv.attempts.get(key, 0)
                     srv.attempts[key] = attempt + 1
-                fault = srv.schedule(key, attempt)
-                entry = {"key": key, "kind": kind, "attempt": attempt, "fault": fault, "answer": None,
-                         "t": time.monotonic()}
-                with srv.lock:
+                    fault = srv.schedule(key, attempt)
+                    entry = {"key": key, "kind": kind, "attempt": attempt, "fault": fault, "answer": None,
+                             "t": time.monotonic()}
                     srv.log.append(entry)
                 self._answer(body, key, kind, fault, entry)
 
