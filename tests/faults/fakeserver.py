@@ -189,8 +189,10 @@ class FakeOpenAIServer:
                                {"Retry-After": f"{srv.retry_after:g}"})
                 elif fault == "429":
                     self._send(429, {"error": {**err, "message": "rate limited"}})
-                elif fault in ("500", "503"):
-                    self._send(int(fault), {"error": {**err, "message": f"fault {fault}"}})
+                elif fault == "500":  # a careless server that echoes the credentials it got
+                    self._send(500, {"error": {**err, "message": f"fault 500; got {self.headers.get('Authorization')!r}"}})
+                elif fault == "503":
+                    self._send(503, {"error": {**err, "message": "fault 503"}})
                 elif fault == "read_timeout":
                     srv._stop.wait(srv.stall)
                     try:

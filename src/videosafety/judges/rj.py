@@ -144,9 +144,9 @@ class OpenAILogprobBackend:
                         resp = await client.chat.completions.create(**self.request(system, user))
                     except ValueError as e:  # a 200 whose body is not JSON
                         return JudgeUnreachable(scrub_key(f"malformed response: the body is not valid JSON ({e})",
-                                                          key))
+                                                          key, self.base_url))
                     except Exception as e:  # noqa: BLE001 - this row only
-                        return JudgeUnreachable(scrub_key(f"{type(e).__name__}: {e}", key))
+                        return JudgeUnreachable(scrub_key(f"{type(e).__name__}: {e}", key, self.base_url))
                 return probs_of_completion(resp)
 
             return list(await asyncio.gather(*(one(s, u) for s, u in prompts)))

@@ -66,7 +66,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -92,10 +92,29 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def scrub_key(text: str, key: str | None) -> str:
-    """``text`` with the API key replaced by ``***`` (errors quote request headers)."""
-    if key and key != NO_KEY:
-        text = text.replace(key, "***")
+def url_secrets(url: str | None) -> list[str]:
+    """The forms a base URL's ``user:password@`` can take in an error text: the password (as
+    written and percent-decoded) and the Basic credential httpx builds from it (base64 of
+    ``user:password``), which a server may echo back."""
+    if not url:
+        return []
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        return []
+    out = []
+    for u, pw in ((user, password), (unquote(user or ""), unquote(password or ""))):
+        if pw:
+            out += [pw, base64.b64encode(f"{u or ''}:{pw}".encode()).decode("ascii")]
+    return sorted(set(out), key=len, reverse=True)
+
+
+def scrub_key(text: str, key: str | None, url: str | None = None) -> str:
+    """``text`` with the API key, and the credentials of ``url`` (see ``url_secrets``), replaced by
+    ``***`` (errors quote request headers; a careless server echoes them)."""
+    for secret in ([key] if key and key != NO_KEY else []) + url_secrets(url):
+        text = text.replace(secret, "***")
     return text
 
 
@@ -349,7 +368,8 @@ class OpenAIVideoLLM:
             if server is None:
                 log.warning("%s: the server does not list model %r", self.name, self.model)
         except Exception as exc:  # noqa: BLE001 - optional information
-            log.warning("%s: models.list failed (%s)", self.name, scrub_key(f"{type(exc).__name__}: {exc}", key))
+            log.warning("%s: models.list failed (%s)", self.name,
+                        scrub_key(f"{type(exc).__name__}: {exc}", key, self.base_url))
             return
         self._server, self._probed = server, True
 
@@ -431,7 +451,8 @@ class OpenAIVideoLLM:
             try:
                 kw = await asyncio.to_thread(self.build_request, inp, settings)
             except Exception as exc:  # noqa: BLE001 - a bad row must not stop the run
-                return FailedResponse(scrub_key(f"could not encode the input: {type(exc).__name__}: {exc}", key))
+                return FailedResponse(scrub_key(f"could not encode the input: {type(exc).__name__}: {exc}", key,
+                                                self.base_url))
             last = ""
             retry_after: float | None = None
             for attempt in range(self.max_retries + 1):
@@ -443,17 +464,17 @@ class OpenAIVideoLLM:
                 except (asyncio.TimeoutError, openai.APITimeoutError):
                     last = f"timed out after {self.timeout:g} s"
                 except openai.APIStatusError as exc:
-                    last = scrub_key(f"HTTP {exc.status_code}: {_status_message(exc)}", key)
+                    last = scrub_key(f"HTTP {exc.status_code}: {_status_message(exc)}", key, self.base_url)
                     if not (exc.status_code in _RETRY_STATUS or exc.status_code >= 500):
                         log.warning("%s: row %d failed, not retried: %s", self.name, row, last)
                         return FailedResponse(last)
                     retry_after = retry_after_seconds(exc)
                 except openai.APIConnectionError as exc:
-                    last = scrub_key(f"connection error: {exc}", key)
+                    last = scrub_key(f"connection error: {exc}", key, self.base_url)
                 except ValueError as exc:  # a 200 whose body is not JSON (cut short, a proxy's page)
-                    last = scrub_key(f"malformed response: the body is not valid JSON ({exc})", key)
+                    last = scrub_key(f"malformed response: the body is not valid JSON ({exc})", key, self.base_url)
                 except Exception as exc:  # noqa: BLE001
-                    msg = scrub_key(f"{type(exc).__name__}: {exc}", key)
+                    msg = scrub_key(f"{type(exc).__name__}: {exc}", key, self.base_url)
                     log.warning("%s: row %d failed: %s", self.name, row, msg)
                     return FailedResponse(msg)
                 else:
