@@ -28,7 +28,14 @@ from pathlib import Path
 from fakeserver import ERROR_TEXT, FAULTS, RETRYABLE, FakeOpenAIServer, rj_expected_score, rubric_answer
 
 CATEGORIES = ("refusal", "no text content", "malformed", "timed out", "connection", "429", "500", "503")
-SRC = Path(__file__).resolve().parents[2] / "src"
+def _src() -> Path:
+    """The folder the videosafety under test was imported from: subprocesses run that code."""
+    import videosafety
+
+    return Path(videosafety.__file__).resolve().parents[1]
+
+
+SRC = _src()
 
 
 def error_category(text: str) -> str | None:
