@@ -196,10 +196,22 @@ def run_cli(args: list[str], *, env: dict | None = None, timeout: float = 300, c
                           capture_output=True, text=True, timeout=timeout)
 
 
-def cli_exit_status(manifest: Path, out: Path, *, seed: int = 0, rate: float = 0.5, limit: int = 8) -> dict:
+def cli_in_process(args: list[str]):
+    """The command line in this process (typer's runner): (exit code, output)."""
+    from typer.testing import CliRunner
+
+    from videosafety.cli import app
+
+    r = CliRunner().invoke(app, args)
+    return r.exit_code, r.output
+
+
+def cli_exit_status(manifest: Path, out: Path, *, seed: int = 0, rate: float = 0.5, limit: int = 8,
+                    in_process: bool = False) -> dict:
     """``videosafety eval`` against the faulty server (faults a client does not retry, so the run is
     quick with the CLI's default backoff): the exit status with ``--max-error-rate 0`` and, on the
-    rerun in the same folder, with a threshold at the run's own error rate."""
+    rerun in the same folder, with a threshold at the run's own error rate. ``in_process``: through
+    typer's runner instead of a subprocess (the same command, without the start-up)."""
     faults = tuple(f for f in FAULTS if f not in RETRYABLE and f != "malformed_json")
     with FakeOpenAIServer(seed=seed, rate=rate, faults=faults) as srv:
         base = ["eval", "--bench", str(manifest), "--model", f"openai:fake-model@{srv.url}", "--limit", str(limit),
@@ -209,10 +221,13 @@ def cli_exit_status(manifest: Path, out: Path, *, seed: int = 0, rate: float = 0
             rows_before = read_jsonl(out / "responses.jsonl") if (out / "responses.jsonl").exists() else []
             rate_before = sum(r["error"] is not None for r in rows_before) / max(1, len(rows_before))
             thr = threshold if threshold is not None else f"{rate_before:.6f}"
-            proc = run_cli([*base, "--max-error-rate", thr])
+            if in_process:
+                rc, output = cli_in_process([*base, "--max-error-rate", thr])
+            else:
+                proc = run_cli([*base, "--max-error-rate", thr])
+                rc, output = proc.returncode, proc.stderr
             rows = read_jsonl(out / "responses.jsonl")
             err_rate = sum(r["error"] is not None for r in rows) / len(rows)
-            passes.append({"threshold": float(thr), "error_rate": err_rate, "rc": proc.returncode,
-                           "expected_rc": int(err_rate > float(thr)), "stderr": proc.stderr[-2000:],
-                           "rows": len(rows)})
+            passes.append({"threshold": float(thr), "error_rate": err_rate, "rc": rc,
+                           "expected_rc": int(err_rate > float(thr)), "output": output[-2000:], "rows": len(rows)})
     return {"passes": passes}

@@ -93,7 +93,8 @@ def _raw(url: str, body: bytes, headers: dict) -> tuple[int, str]:
 def secrets_campaign(manifest: Path, work: Path, *, limit: int = 4, full: bool = True) -> dict:
     """Runs the networked commands; returns {"commands", "leaks", "files", "checks"} where checks
     are facts that show the error paths really ran (errors recorded, 401s answered). ``full=False``
-    (the fast case) leaves out the judges' 401 and the dead server's connection errors."""
+    (the fast case) leaves out the judges' 401, the dead server's connection errors and the eval
+    through ``videosafety serve`` (one good raw request with the key instead)."""
     work.mkdir(parents=True, exist_ok=True)
     home = work / "home"
     home.mkdir(exist_ok=True)
@@ -154,10 +155,14 @@ def secrets_campaign(manifest: Path, work: Path, *, limit: int = 4, full: bool =
     proc, url = _serve(work, env)
     n += 1
     try:
-        p = cli("eval serve", ["eval", *bench, "--limit", "2", "--model", f"openai:demo@{url}", "--out",
-                               str(work / "run-serve"), "--no-judge", "--max-error-rate", "0"])
-        checks["eval serve rc"] = p.returncode
-        body = json.dumps({"model": "demo", "messages": [{"role": "user", "content": "hi"}]}).encode()
+        body = json.dumps({"model": "demo", "messages": [{"role": "user", "content": "hi"}],
+                           "max_tokens": 4}).encode()
+        if full:
+            p = cli("eval serve", ["eval", *bench, "--limit", "2", "--model", f"openai:demo@{url}", "--out",
+                                   str(work / "run-serve"), "--no-judge", "--max-error-rate", "0"])
+            checks["eval serve rc"] = p.returncode
+        else:
+            checks["eval serve rc"] = 0 if _raw(url, body, {"Authorization": f"Bearer {KEY}"})[0] == 200 else 1
         statuses = [_raw(url, body, {"Authorization": f"Bearer {WRONG}", "Content-Type": "application/json"}),
                     _raw(url, body, {}),
                     _raw(url, b'{"model": "demo", "messages": [', {"Authorization": f"Bearer {KEY}"})]

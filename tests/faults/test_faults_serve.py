@@ -47,4 +47,6 @@ def test_decoded_frames_are_bounded():
     peak = decoded_peak(n=12, frames=8, size=1024, max_decoding=2)
     per_request = 8 * 1024 * 1024 * 3
     assert peak["answered"] == 12 and peak["statuses"] == {200: 12}, peak
-    assert peak["peak_bytes"] < 4 * per_request, (peak["peak_bytes"] / per_request, peak)
+    # two slots, each holding its frames and their stacked copy: 4 requests' worth, plus slack
+    # (without the bound: all 12 at once, 14x)
+    assert peak["peak_bytes"] < 6 * per_request, (peak["peak_bytes"] / per_request, peak)

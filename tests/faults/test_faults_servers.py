@@ -89,7 +89,7 @@ def test_read_timeout_is_bounded():
 
 
 def test_exit_status_follows_max_error_rate(mini, tmp_path):
-    figs = cli_exit_status(mini, tmp_path / "cli", seed=0, limit=8)
+    figs = cli_exit_status(mini, tmp_path / "cli", seed=0, limit=8, in_process=True)
     first, rerun = figs["passes"]
     assert first["error_rate"] > 0 and first["rc"] == 1, first  # errors above --max-error-rate 0
     assert rerun["error_rate"] <= rerun["threshold"] and rerun["rc"] == 0, rerun
