@@ -60,8 +60,10 @@ def _with_password(url: str) -> str:
 
 
 def _serve(work: Path, env: dict) -> tuple[subprocess.Popen, str]:
+    # the reference policy: the server's own code paths without loading torch (the model is not what is tested)
     proc = subprocess.Popen([sys.executable, "-m", "videosafety", "serve", "--api-key-env", "OPENAI_API_KEY",
-                             "--port", "0", "--model", "demo", "--device", "cpu"], env=env, cwd=work,
+                             "--port", "0", "--model", "ref:refuse-all", "--model-name", "demo", "--device", "cpu"],
+                            env=env, cwd=work,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     m = re.search(r"at (http://\S+/v1)", line)
@@ -106,7 +108,9 @@ def secrets_campaign(manifest: Path, work: Path, *, limit: int = 4, full: bool =
     def cli(name: str, args: list[str]):
         nonlocal n
         n += 1
+        t0 = time.monotonic()
         proc = run_cli(args, env=env, cwd=work, timeout=600)
+        checks[f"{name} seconds"] = round(time.monotonic() - t0, 1)
         texts[f"{name} stdout"], texts[f"{name} stderr"] = proc.stdout, proc.stderr
         return proc
 
