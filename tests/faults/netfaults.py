@@ -65,7 +65,16 @@ def compare(got: list, errors: list[str], final: dict[str, dict], served_of) -> 
 def fault_figures(entries: list[dict], final: dict[str, dict]) -> dict:
     """Faults served, retried successes (a key with a fault whose last attempt succeeded)."""
     faulted = {e["key"] for e in entries if e["fault"] is not None}
+    by_kind: dict[str, Counter] = {}
+    for e in entries:
+        if e["fault"] is None:
+            continue
+        end = final[e["key"]]
+        how = ("retried to success" if end["fault"] is None else "recorded error" if end is e
+               else "retried, a later fault")
+        by_kind.setdefault(e["fault"], Counter())[how] += 1
     return {
+        "by_kind": {k: dict(v) for k, v in by_kind.items()},
         "faults": dict(Counter(e["fault"] for e in entries if e["fault"] is not None)),
         "retried_success": sum(1 for k in faulted if final[k]["fault"] is None),
         "recorded_errors": sum(1 for k in faulted if final[k]["fault"] is not None),
