@@ -190,7 +190,8 @@ class FakeOpenAIServer:
                 elif fault == "429":
                     self._send(429, {"error": {**err, "message": "rate limited"}})
                 elif fault == "500":  # a careless server that echoes the credentials it got
-                    self._send(500, {"error": {**err, "message": f"fault 500; got {self.headers.get('Authorization')!r}"}})
+                    echo = self.headers.get("Authorization")
+                    self._send(500, {"error": {**err, "message": f"fault 500; got {echo!r}"}})
                 elif fault == "503":
                     self._send(503, {"error": {**err, "message": "fault 503"}})
                 elif fault == "read_timeout":
