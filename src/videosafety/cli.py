@@ -601,6 +601,7 @@ def serve_cmd(
                                              "Bodies held: at most this many x --max-request-bytes."),
     max_decoding: int = typer.Option(2, help="Requests holding decoded frames at once (one generating, the next "
                                              "decoding); the others wait with their body only."),
+    body_timeout: float = typer.Option(60.0, help="Seconds a request's body may take to arrive (408 after)."),
     device: str = typer.Option("auto"),
     dtype: str = typer.Option("auto"),
     trust_remote_code: bool = typer.Option(False),
@@ -615,7 +616,8 @@ def serve_cmd(
     try:
         serve(model or "demo", host=host, port=port, api_key_env=api_key_env, model_name=model_name, budget=budget,
               device=device, dtype=dtype, trust_remote_code=trust_remote_code, max_request_bytes=max_request_bytes,
-              max_frames=max_request_frames, max_pending=max_pending, max_decoding=max_decoding)
+              max_frames=max_request_frames, max_pending=max_pending, max_decoding=max_decoding,
+              body_timeout=body_timeout)
     except ValueError as e:
         raise _fail(e)
 

@@ -27,7 +27,9 @@ refused with 400 rather than silently ignored; other unknown fields are ignored.
 Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 401 missing or
 wrong key, 413 body over ``max_request_bytes`` (by Content-Length and by the bytes actually
 received), 400 for anything wrong with the request, 503 while ``max_pending`` requests are in
-progress, 500 (generic message; details in the server log) when the model fails. Generation runs in a
+progress, 408 when the body has not arrived ``body_timeout`` seconds after the request began (a
+client trickling its body would otherwise hold a pending slot for ever), 500 (generic message;
+details in the server log) when the model fails. Generation runs in a
 worker thread, one request at a time behind a lock, so the event loop keeps answering.
 
 Memory is bounded: at most ``max_pending`` request bodies (each at most ``max_request_bytes``)
@@ -431,6 +433,7 @@ def create_app(
     max_pending: int = 64,
     decode_timeout: float = 60.0,
     max_decoding: int = 2,
+    body_timeout: float = 60.0,
 ):
     """The FastAPI app serving ``model`` under ``model_name`` (default: ``model.name``).
 
@@ -442,6 +445,8 @@ def create_app(
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    if not body_timeout > 0:
+        raise ValueError("body_timeout must be > 0")
     if min(max_request_bytes, max_frames, max_new_tokens_limit, max_pending, max_decoding) < 1:
         raise ValueError("max_request_bytes, max_frames, max_new_tokens_limit, max_pending and max_decoding "
                          "must be >= 1")
@@ -532,7 +537,11 @@ def create_app(
                            headers={"Retry-After": "1"})
         state["pending"] += 1
         try:
-            body = await read_body(request)
+            try:  # a client that trickles its body must not hold a pending slot for ever
+                body = await asyncio.wait_for(read_body(request), body_timeout)
+            except asyncio.TimeoutError:
+                raise APIError(408, f"the request body did not arrive within {body_timeout:g} s", "request_timeout",
+                               headers={"Connection": "close"}) from None
 
             def parse() -> ParsedRequest:  # JSON, base64 and media decoding: off the event loop
                 try:
@@ -667,6 +676,7 @@ def serve(
     max_new_tokens_limit: int = 4096,
     max_pending: int = 64,
     max_decoding: int = 2,
+    body_timeout: float = 60.0,
     log_level: str = "info",
 ) -> None:
     """Serve a model (a ``VideoLLM`` or a spec for ``load_model``) until interrupted.
@@ -689,7 +699,8 @@ def serve(
                      trust_remote_code=trust_remote_code) if isinstance(model, str) else model
     app = create_app(llm, api_key=api_key, model_name=model_name, budget=budget,
                      max_request_bytes=max_request_bytes, max_frames=max_frames,
-                     max_new_tokens_limit=max_new_tokens_limit, max_pending=max_pending, max_decoding=max_decoding)
+                     max_new_tokens_limit=max_new_tokens_limit, max_pending=max_pending, max_decoding=max_decoding,
+                     body_timeout=body_timeout)
     sock = bind_socket(host, port)
     url = _url(host, sock.getsockname()[1])
     served = model_name or llm.name

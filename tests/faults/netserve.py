@@ -78,14 +78,14 @@ class Hits:
 
 
 @contextmanager
-def serve_app(*, max_pending: int = 64, delay: float = 0.0, max_decoding: int = 2):
+def serve_app(*, max_pending: int = 64, delay: float = 0.0, max_decoding: int = 2, body_timeout: float = 60.0):
     from videosafety.budget import FrameBudget
     from videosafety.serve import BackgroundServer, create_app
 
     model = StandIn(delay)
     app = create_app(model, api_key=KEY, model_name=SERVED, budget=FrameBudget.uniform(4, max_pixels=3136),
                      max_request_bytes=MAX_BODY, max_frames=MAX_FRAMES, max_new_tokens_limit=64,
-                     max_pending=max_pending, max_decoding=max_decoding)
+                     max_pending=max_pending, max_decoding=max_decoding, body_timeout=body_timeout)
     hits = Hits()
     try:
         with BackgroundServer(app) as srv:
@@ -199,3 +199,19 @@ def decoded_peak(*, n: int = 12, frames: int = 8, size: int = 1024, max_decoding
             tracemalloc.stop()
     return {"answered": len(got), "statuses": dict(Counter(got)), "peak_bytes": peak,
             "max_in_model": model.max_inside}
+
+
+def slow_body(srv, *, declared: int = 1000, sent: int = 10, wait: float = 15.0) -> str:
+    """Headers and the first ``sent`` of ``declared`` body bytes, then nothing: the status line the
+    server answers within ``wait`` seconds, or "no answer"."""
+    import socket
+
+    with socket.create_connection((srv.host, srv.port), timeout=wait) as sock:
+        sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                      f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n").encode()
+                     + b"{" * sent)
+        try:
+            data = sock.recv(4096)
+        except (TimeoutError, socket.timeout):
+            return "no answer"
+    return data.split(b"\r\n", 1)[0].decode(errors="replace") or "closed"

@@ -8,7 +8,7 @@ bounded memory, a clear 4xx (or 503 past ``max_pending``). The long campaign:
 from __future__ import annotations
 
 from netserve import (KEY, MAX_BODY, MAX_FRAMES, concurrent_flood, decoded_peak, hostile_cases, post,
-                      serve_app)
+                      serve_app, slow_body)
 
 
 def test_hostile_requests_get_a_clear_4xx(tmp_path):
@@ -50,3 +50,13 @@ def test_decoded_frames_are_bounded():
     # two slots, each holding its frames and their stacked copy: 4 requests' worth, plus slack
     # (without the bound: all 12 at once, 14x)
     assert peak["peak_bytes"] < 6 * per_request, (peak["peak_bytes"] / per_request, peak)
+
+
+def test_a_trickled_body_does_not_hold_a_slot():
+    """A client that sends part of its body and stops: 408 after body_timeout, and its pending
+    slot (here the only one) is free again."""
+    with serve_app(max_pending=1, body_timeout=1.0) as (srv, model, _):
+        status = slow_body(srv, wait=15)
+        assert status.split(" ")[1:2] == ["408"], status
+        got, resp = post(srv, None, None)
+        assert got == 200, resp
