@@ -17,7 +17,7 @@ FLOODS = 5
 
 
 def run(seed: int, workdir: Path, trials: int = DEFAULT) -> list[dict]:
-    from netserve import KEY, concurrent_flood, decoded_peak, hostile_cases, post, serve_app
+    from netserve import KEY, concurrent_flood, decoded_peak, hostile_cases, post, serve_app, slow_body
 
     rows = []
     with serve_app() as (srv, model, hits):
@@ -39,6 +39,16 @@ def run(seed: int, workdir: Path, trials: int = DEFAULT) -> list[dict]:
         rows.append({"fault": "serve: hostile requests reaching the model or a URL", "trials": trials * len(cases),
                      "lost": 0, "duplicated": 0, "differing": len(model.seen) + hits.count, "hung": 0,
                      "notes": f"model saw {len(model.seen)} inputs, the remote URL got {hits.count} requests"})
+    with serve_app(max_pending=1, body_timeout=1.0) as (srv, model, _):
+        got = Counter()
+        for _ in range(min(trials, 5)):
+            got[slow_body(srv, wait=15)] += 1
+            got[f"then {post(srv, None, None)[0]}"] += 1
+    n = min(trials, 5)
+    rows.append({"fault": "serve: body trickled then stalled (body_timeout 1 s, max_pending 1)", "trials": n,
+                 "lost": 0, "duplicated": 0, "hung": got.get("no answer", 0),
+                 "differing": n - sum(v for k, v in got.items() if " 408 " in f" {k} ") + n - got.get("then 200", 0),
+                 "notes": f"{dict(got)}"})
     statuses: Counter = Counter()
     unanswered, slowest, inside = 0, 0.0, 0
     with serve_app(max_pending=16, delay=0.02) as (srv, model, _):
