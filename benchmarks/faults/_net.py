@@ -12,7 +12,11 @@ for p in (ROOT / "tests" / "faults", ROOT / "src"):
         sys.path.insert(0, str(p))
 
 
-def manifest(workdir: Path) -> Path:
+def manifest(workdir: Path, *, unique: bool = False) -> Path:
+    """VSB-mini, built in workdir; ``unique``: one sample per query (see netfaults.unique_queries)."""
+    from netfaults import unique_queries
+
     from videosafety.data.vsb_mini import build_vsb_mini
 
-    return build_vsb_mini(workdir / "vsb-mini", workers=2)
+    built = build_vsb_mini(workdir / "vsb-mini", workers=2)
+    return unique_queries(built) if unique else built

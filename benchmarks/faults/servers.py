@@ -61,7 +61,7 @@ def merge(parts: list[dict]) -> dict:
 def run(seed: int, workdir: Path, trials: int = DEFAULT) -> list[dict]:
     from netfaults import cli_exit_status, eval_under_faults, judge_under_faults
 
-    mani = manifest(workdir)
+    mani = manifest(workdir, unique=True)
     models, llms, rjs = [], [], []
     for s in range(seed, seed + SEEDS):
         out = workdir / f"run-{s}"

@@ -47,18 +47,26 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
-def compare(got: list, errors: list[str], final: dict[str, dict], served_of) -> dict:
-    """Figures of one pass: ``got`` the rows' successes (comparable values), ``errors`` the rows'
-    error texts, ``final`` the server's last attempt per key, ``served_of(key, entry)`` the value a
-    final success must show up as."""
+def compare(got: list, errors: list, final: dict[str, dict], served_of) -> dict:
+    """Figures of one pass. ``got``: (request, value) of the rows with a success; ``errors``:
+    (request, error text) of the failed rows, where ``request`` names what the row sent (rows that
+    send the same request, e.g. two samples with the same query and video, are one key on the
+    server: they must end alike and are counted once); ``final``: the server's last attempt per
+    key; ``served_of(key, entry)``: the value a final success must show up as."""
+    outcomes: dict = {}
+    for req, v in got:
+        outcomes.setdefault(req, set()).add(("ok", v))
+    for req, t in errors:
+        outcomes.setdefault(req, set()).add(("error", error_category(t)))
+    split = sum(len(o) - 1 for o in outcomes.values())  # identical requests that ended differently
+    have = Counter(v for o in outcomes.values() for kind, v in o if kind == "ok")
+    have_err = Counter(v for o in outcomes.values() for kind, v in o if kind == "error")
     served = Counter(served_of(k, e) for k, e in final.items() if e["fault"] is None)
-    have = Counter(got)
     want_err = Counter(ERROR_TEXT[e["fault"]] for e in final.values() if e["fault"] is not None)
-    have_err = Counter(error_category(t) for t in errors)
     return {
         "lost": sum((served - have).values()) + sum((want_err - have_err).values()),
-        "differing": sum((have - served).values()) + sum((have_err - want_err).values()),
-        "ok": sum(have.values()), "errors": len(errors),
+        "differing": sum((have - served).values()) + sum((have_err - want_err).values()) + split,
+        "ok": len(got), "errors": len(errors), "requests_distinct": len(outcomes),
     }
 
 
@@ -87,6 +95,22 @@ def rerun_figures(failed_before: set[str], asked: set[str]) -> dict:
             "rerun_asked": len(asked)}
 
 
+def unique_queries(manifest: Path) -> Path:
+    """A copy of a manifest, beside it, keeping the first sample of each query, so that no two rows
+    of a run send the same request in any condition (the server counts attempts per request;
+    VSB-mini reuses some queries across sub-sets)."""
+    manifest = Path(manifest)
+    seen: set[str] = set()
+    lines = []
+    for m in read_jsonl(manifest):
+        if m["query"] not in seen:
+            seen.add(m["query"])
+            lines.append(json.dumps(m, ensure_ascii=False))
+    out = manifest.with_name(manifest.stem + "-unique-queries.jsonl")
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
 # ------------------------------------------------------------------------------------ the model
 
 
@@ -105,6 +129,7 @@ def eval_under_faults(manifest: Path, out: Path, *, seed: int = 0, rate: float =
         llm = OpenAIVideoLLM("fake-model", srv.url, revision="fake", timeout=timeout, max_retries=max_retries,
                              backoff=0.01, max_concurrency=8)
         cfg = EvalConfig(conditions=tuple(conditions), max_error_rate=1.0)
+        videos = {m["id"]: (m.get("video") or {}).get("path") for m in read_jsonl(Path(manifest))}
         figures: dict = {"passes": []}
         failed_before: set[str] | None = None
         for n in range(2):
@@ -114,8 +139,11 @@ def eval_under_faults(manifest: Path, out: Path, *, seed: int = 0, rate: float =
             seconds = time.monotonic() - t0
             rows = read_jsonl(out / "responses.jsonl")
             final = srv.final("model")
-            p = compare([r["response"] for r in rows if r["response"] is not None],
-                        [r["error"] for r in rows if r["error"] is not None], final, lambda k, e: e["answer"])
+            req = [(r["prompt"], r["condition"], videos[r["sample_id"]] if r["condition"] == "video" else None)
+                   for r in rows]
+            p = compare([(q, r["response"]) for q, r in zip(req, rows) if r["response"] is not None],
+                        [(q, r["error"]) for q, r in zip(req, rows) if r["error"] is not None], final,
+                        lambda k, e: e["answer"])
             p.update(fault_figures(srv.entries("model", start), final), rows=len(rows), seconds=round(seconds, 2))
             p["keys"] = len(final)  # distinct requests: one per row
             # the row bound: every request of a batch queued behind max_concurrency, each at its longest
@@ -167,6 +195,7 @@ def judge_under_faults(run_dir: Path, kind: str, *, seed: int = 0, rate: float =
                 return round(rj_expected_score(k), 6)
         figures: dict = {"passes": []}
         failed_before: set[str] | None = None
+        responses = read_jsonl(Path(run_dir) / "responses.jsonl")
         for n in range(2):
             start = len(srv.log)
             t0 = time.monotonic()
@@ -174,12 +203,18 @@ def judge_under_faults(run_dir: Path, kind: str, *, seed: int = 0, rate: float =
             seconds = time.monotonic() - t0
             verdicts = list(read_verdicts(run_dir, judge.name))
             final = srv.final(req_kind)
-            p = compare([value(v) for v in verdicts if v["judged"]],
-                        [v["unjudged_reason"] for v in verdicts if not v["judged"]], final, served)
+            # what the judge's prompt is made of: rows alike in all of it are one request
+            req = [(r["prompt"], r["response"], r["subcategory"], r["language"], r["harmful_intention"])
+                   for r in responses]
+            p = compare([(q, value(v)) for q, v in zip(req, verdicts) if v["judged"]],
+                        [(q, v["unjudged_reason"]) for q, v in zip(req, verdicts)
+                         if not v["judged"] and v["unjudged_reason"] != "no response"], final, served)
             p.update(fault_figures(srv.entries(req_kind, start), final), rows=len(verdicts),
                      seconds=round(seconds, 2), keys=len(final), unparsed=summary.unparsed)
-            # a verdict whose label says nothing was judged (an unparsed verdict from a fault)
-            p["duplicated"] = sum(1 for v in verdicts if v["judged"] and v["label"] == "unparsed")
+            # a verdict whose label says nothing was judged (an unparsed verdict from a fault), or a
+            # verdict on a row without a response
+            p["duplicated"] = sum(1 for v, r in zip(verdicts, responses)
+                                  if v["judged"] and (v["label"] == "unparsed" or r["response"] is None))
             p["hung"] = int(seconds > len(verdicts) * (timeout + 10) * (max_retries + 1) + 60)
             asked = {e["key"] for e in srv.entries(req_kind, start)}
             if failed_before is not None:

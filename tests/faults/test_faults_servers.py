@@ -23,7 +23,9 @@ from videosafety.models.openai_api import OpenAIVideoLLM
 def mini(tmp_path_factory):
     from videosafety.data.vsb_mini import build_vsb_mini
 
-    return build_vsb_mini(tmp_path_factory.mktemp("vsb-mini-faults"), workers=2)
+    from netfaults import unique_queries
+
+    return unique_queries(build_vsb_mini(tmp_path_factory.mktemp("vsb-mini-faults"), workers=2))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def assert_clean(p: dict) -> None:
 def test_model_backend_under_faults(model_run):
     _, figs = model_run
     first, rerun = figs["passes"]
-    assert first["keys"] == first["rows"] == 48  # one distinct request per row: the accounting is exact
+    assert first["keys"] == first["rows"] == first["requests_distinct"] == 48  # one request per row: exact accounting
     assert set(first["faults"]) == set(FAULTS), first["faults"]  # every kind was served
     assert first["retried_success"] > 0 and first["recorded_errors"] > 0 and first["errors"] > 0
     assert first["refusal_text_as_response"] == 0
