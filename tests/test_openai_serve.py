@@ -441,7 +441,8 @@ def test_timeout_bounded(flaky_server, key_env):
     elapsed = time.monotonic() - t0
     assert isinstance(out, FailedResponse) and "timed out" in out.error
     assert flaky_server.attempts["slow:z"] == 2
-    assert elapsed <= llm.max_request_seconds + 1.0, elapsed  # 0.4 * 2 + 0.05, plus slack
+    assert elapsed <= llm.max_request_seconds  # the documented bound
+    assert elapsed <= 0.4 * 2 + 0.05 + 1.0, elapsed  # no Retry-After: two timeouts and one backoff, plus slack
 
     # Nobody listening: connection errors, retried, then a FailedResponse.
     from videosafety.serve import bind_socket

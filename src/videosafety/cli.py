@@ -593,17 +593,33 @@ def serve_cmd(
     fps: float = typer.Option(1.0, help="Server-side frame budget: frames per second."),
     max_frames: int = typer.Option(90, help="Server-side frame budget: most frames per video."),
     max_pixels: int = typer.Option(None, help="Most pixels per frame."),
+    max_request_bytes: int = typer.Option(64 * 2**20, help="Largest request body (413 above; by Content-Length "
+                                                          "and by the bytes received)."),
+    max_request_frames: int = typer.Option(256, help="Most frames one request may carry (images, or what the "
+                                                     "budget samples from its video); 400 above."),
+    max_pending: int = typer.Option(64, help="Requests in progress at once; more get 503 with Retry-After. "
+                                             "Bodies held: at most this many x --max-request-bytes."),
+    max_decoding: int = typer.Option(2, help="Requests holding decoded frames at once (one generating, the next "
+                                             "decoding); the others wait with their body only."),
+    body_timeout: float = typer.Option(60.0, help="Seconds a request's body may take to arrive (408 after)."),
     device: str = typer.Option("auto"),
     dtype: str = typer.Option("auto"),
     trust_remote_code: bool = typer.Option(False),
 ) -> None:
-    """An OpenAI-compatible chat-completions server for a video LLM."""
+    """An OpenAI-compatible chat-completions server for a video LLM. Media travel inline as
+    data: URLs; remote URLs, file:// URLs and local paths are refused with 400 (the server fetches
+    and reads nothing; there is no option to allow it)."""
     from videosafety.budget import FrameBudget
     from videosafety.serve import serve
 
     budget = FrameBudget(fps=fps, max_frames=max_frames, max_pixels=max_pixels)
-    serve(model or "demo", host=host, port=port, api_key_env=api_key_env, model_name=model_name, budget=budget,
-          device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    try:
+        serve(model or "demo", host=host, port=port, api_key_env=api_key_env, model_name=model_name, budget=budget,
+              device=device, dtype=dtype, trust_remote_code=trust_remote_code, max_request_bytes=max_request_bytes,
+              max_frames=max_request_frames, max_pending=max_pending, max_decoding=max_decoding,
+              body_timeout=body_timeout)
+    except ValueError as e:
+        raise _fail(e)
 
 
 @app.command("demo")

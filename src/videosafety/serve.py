@@ -27,8 +27,15 @@ refused with 400 rather than silently ignored; other unknown fields are ignored.
 Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 401 missing or
 wrong key, 413 body over ``max_request_bytes`` (by Content-Length and by the bytes actually
 received), 400 for anything wrong with the request, 503 while ``max_pending`` requests are in
-progress, 500 (generic message; details in the server log) when the model fails. Generation runs in a
+progress, 408 when the body has not arrived ``body_timeout`` seconds after the request began (a
+client trickling its body would otherwise hold a pending slot for ever), 500 (generic message;
+details in the server log) when the model fails. Generation runs in a
 worker thread, one request at a time behind a lock, so the event loop keeps answering.
+
+Memory is bounded: at most ``max_pending`` request bodies (each at most ``max_request_bytes``)
+are held, and at most ``max_decoding`` requests (default 2: one generating, the next one
+decoding) hold decoded frames (each at most ``MAX_DECODED_BYTES``); the others wait with their
+body only, so a flood of small bodies that decode to large frames cannot exhaust memory.
 
 The ``VideoLLM`` interface reports neither token counts nor why generation stopped, so ``usage``
 counts are 0 and ``finish_reason`` is ``"stop"`` (re-tokenizing the text was tried: it miscounts).
@@ -425,6 +432,8 @@ def create_app(
     max_new_tokens_limit: int = 4096,
     max_pending: int = 64,
     decode_timeout: float = 60.0,
+    max_decoding: int = 2,
+    body_timeout: float = 60.0,
 ):
     """The FastAPI app serving ``model`` under ``model_name`` (default: ``model.name``).
 
@@ -436,8 +445,11 @@ def create_app(
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    if max_request_bytes < 1 or max_frames < 1 or max_new_tokens_limit < 1 or max_pending < 1:
-        raise ValueError("max_request_bytes, max_frames, max_new_tokens_limit and max_pending must be >= 1")
+    if not body_timeout > 0:
+        raise ValueError("body_timeout must be > 0")
+    if min(max_request_bytes, max_frames, max_new_tokens_limit, max_pending, max_decoding) < 1:
+        raise ValueError("max_request_bytes, max_frames, max_new_tokens_limit, max_pending and max_decoding "
+                         "must be >= 1")
     if api_key is not None and not api_key:
         raise ValueError("api_key must be None (no auth) or a non-empty string")
     budget = budget or FrameBudget()
@@ -446,6 +458,7 @@ def create_app(
     key_digest = hashlib.sha256(api_key.encode()).digest() if api_key is not None else None
     created = int(time.time())
     gen_lock = asyncio.Lock()
+    decoding = asyncio.Semaphore(max_decoding)  # requests holding decoded frames (see the docstring)
     state = {"pending": 0}
 
     app = FastAPI(title="videosafety serve", docs_url=None, redoc_url=None, openapi_url=None)
@@ -524,7 +537,11 @@ def create_app(
                            headers={"Retry-After": "1"})
         state["pending"] += 1
         try:
-            body = await read_body(request)
+            try:  # a client that trickles its body must not hold a pending slot for ever
+                body = await asyncio.wait_for(read_body(request), body_timeout)
+            except asyncio.TimeoutError:
+                raise APIError(408, f"the request body did not arrive within {body_timeout:g} s", "request_timeout",
+                               headers={"Connection": "close"}) from None
 
             def parse() -> ParsedRequest:  # JSON, base64 and media decoding: off the event loop
                 try:
@@ -534,15 +551,18 @@ def create_app(
                 return parse_request(payload, served_name=served, budget=budget, max_frames=max_frames,
                                      max_new_tokens_limit=max_new_tokens_limit, decode_timeout=decode_timeout)
 
-            parsed = await anyio.to_thread.run_sync(parse)
-            del body
-            t0 = time.monotonic()
-            async with gen_lock:
-                try:
-                    out = await anyio.to_thread.run_sync(model.generate, [parsed.input], parsed.settings)
-                except Exception:  # noqa: BLE001
-                    log.exception("generation failed")
-                    out = None
+            async with decoding:
+                parsed = await anyio.to_thread.run_sync(parse)
+                del body
+                t0 = time.monotonic()
+                async with gen_lock:
+                    try:
+                        out = await anyio.to_thread.run_sync(model.generate, [parsed.input], parsed.settings)
+                    except Exception:  # noqa: BLE001
+                        log.exception("generation failed")
+                        out = None
+                nframes = 0 if parsed.input.frames is None else len(parsed.input.frames)
+                del parsed  # the decoded frames go with it, before the slot is given back
             text = out[0] if isinstance(out, list) and len(out) == 1 else None
             if not isinstance(text, str):
                 if isinstance(text, FailedResponse):
@@ -551,7 +571,6 @@ def create_app(
                     log.error("generation returned %s instead of one string", type(out).__name__)
                 raise APIError(500, "the model failed to generate a response", "internal_error",
                                type_="server_error")
-            nframes = 0 if parsed.input.frames is None else len(parsed.input.frames)
             log.info("completion: %d frames, %.2f s", nframes, time.monotonic() - t0)
             return JSONResponse({
                 "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -655,6 +674,9 @@ def serve(
     max_request_bytes: int = 64 * MiB,
     max_frames: int = 256,
     max_new_tokens_limit: int = 4096,
+    max_pending: int = 64,
+    max_decoding: int = 2,
+    body_timeout: float = 60.0,
     log_level: str = "info",
 ) -> None:
     """Serve a model (a ``VideoLLM`` or a spec for ``load_model``) until interrupted.
@@ -677,7 +699,8 @@ def serve(
                      trust_remote_code=trust_remote_code) if isinstance(model, str) else model
     app = create_app(llm, api_key=api_key, model_name=model_name, budget=budget,
                      max_request_bytes=max_request_bytes, max_frames=max_frames,
-                     max_new_tokens_limit=max_new_tokens_limit)
+                     max_new_tokens_limit=max_new_tokens_limit, max_pending=max_pending, max_decoding=max_decoding,
+                     body_timeout=body_timeout)
     sock = bind_socket(host, port)
     url = _url(host, sock.getsockname()[1])
     served = model_name or llm.name

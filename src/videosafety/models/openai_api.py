@@ -34,11 +34,18 @@ default); start it with ``--media-io-kwargs '{"video": {"num_frames": -1}}'`` so
 exactly the frames sent (the frame budget stays ours).
 
 Requests run on ``openai.AsyncOpenAI`` (its own retries off) with at most ``max_concurrency`` in
-flight. Each attempt is cut off after ``timeout`` seconds; timeouts, connection errors, 408, 429
-and 5xx are retried up to ``max_retries`` times with exponential backoff and jitter (the n-th
-retry waits between half and all of ``min(backoff * 2**(n-1), 30)`` seconds); any other error, and
-the last failure, become a ``FailedResponse`` for that row only. So a row never takes longer than
-``max_request_seconds`` once its request starts (queueing behind ``max_concurrency`` aside).
+flight. Each attempt is cut off after ``timeout`` seconds; timeouts, connection errors, 408, 429,
+5xx and a body that is not valid JSON are retried up to ``max_retries`` times with exponential
+backoff and jitter (the n-th retry waits between half and all of ``min(backoff * 2**(n-1), 30)``
+seconds, or longer when the server's ``Retry-After`` asks for it, capped at 30 s); any other error,
+and the last failure, become a ``FailedResponse`` for that row only. So a row never takes longer
+than ``max_request_seconds`` once its request starts (queueing behind ``max_concurrency`` aside).
+
+A 200 answer without text is a ``FailedResponse`` too, never a response: no ``choices``, a
+``null`` content, or a ``refusal`` field instead of content. The refusal field is the API's
+channel (a provider's policy layer may fill it), not the model's text: counting it as the
+model's answer would credit the model with a refusal it did not write, so the row is recorded
+as an error (``--max-error-rate`` sees it) and asked again by the next run.
 
 The API key is read from the environment variable ``api_key_env`` each time a client is made
 (``"EMPTY"`` when unset, for servers without auth). It is not stored on this object and is
@@ -59,7 +66,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -85,10 +92,29 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def scrub_key(text: str, key: str | None) -> str:
-    """``text`` with the API key replaced by ``***`` (errors quote request headers)."""
-    if key and key != NO_KEY:
-        text = text.replace(key, "***")
+def url_secrets(url: str | None) -> list[str]:
+    """The forms a base URL's ``user:password@`` can take in an error text: the password (as
+    written and percent-decoded) and the Basic credential httpx builds from it (base64 of
+    ``user:password``), which a server may echo back."""
+    if not url:
+        return []
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        return []
+    out = []
+    for u, pw in ((user, password), (unquote(user or ""), unquote(password or ""))):
+        if pw:
+            out += [pw, base64.b64encode(f"{u or ''}:{pw}".encode()).decode("ascii")]
+    return sorted(set(out), key=len, reverse=True)
+
+
+def scrub_key(text: str, key: str | None, url: str | None = None) -> str:
+    """``text`` with the API key, and the credentials of ``url`` (see ``url_secrets``), replaced by
+    ``***`` (errors quote request headers; a careless server echoes them)."""
+    for secret in ([key] if key and key != NO_KEY else []) + url_secrets(url):
+        text = text.replace(secret, "***")
     return text
 
 
@@ -283,9 +309,10 @@ class OpenAIVideoLLM:
 
     @property
     def max_request_seconds(self) -> float:
-        """Upper bound on one row's time once its request starts (encoding aside)."""
-        waits = sum(min(self.backoff * 2 ** i, MAX_BACKOFF) for i in range(self.max_retries))
-        return self.timeout * (self.max_retries + 1) + waits
+        """Upper bound on one row's time once its request starts (encoding aside): every attempt
+        times out and every wait is the longest (a server's Retry-After may ask for up to
+        MAX_BACKOFF)."""
+        return self.timeout * (self.max_retries + 1) + MAX_BACKOFF * self.max_retries
 
     def refresh_revision(self) -> str:
         """Ask the server again (e.g. after it restarted with other weights); returns the new
@@ -341,7 +368,8 @@ class OpenAIVideoLLM:
             if server is None:
                 log.warning("%s: the server does not list model %r", self.name, self.model)
         except Exception as exc:  # noqa: BLE001 - optional information
-            log.warning("%s: models.list failed (%s)", self.name, scrub_key(f"{type(exc).__name__}: {exc}", key))
+            log.warning("%s: models.list failed (%s)", self.name,
+                        scrub_key(f"{type(exc).__name__}: {exc}", key, self.base_url))
             return
         self._server, self._probed = server, True
 
@@ -406,10 +434,14 @@ class OpenAIVideoLLM:
             kw["extra_body"] = extra
         return kw
 
-    def _delay(self, retry: int) -> float:
-        """Wait before retry number ``retry`` (1-based): equal jitter on a capped exponential."""
+    def _delay(self, retry: int, retry_after: float | None = None) -> float:
+        """Wait before retry number ``retry`` (1-based): equal jitter on a capped exponential, or
+        the server's Retry-After (capped at MAX_BACKOFF) when that is longer."""
         d = min(self.backoff * 2 ** (retry - 1), MAX_BACKOFF)
-        return d / 2 + random.uniform(0, d / 2)
+        wait = d / 2 + random.uniform(0, d / 2)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, MAX_BACKOFF))
+        return wait
 
     async def _one(self, client, sem: asyncio.Semaphore, row: int, inp: ModelInput,
                    settings: GenerationSettings, key: str) -> str | FailedResponse:
@@ -419,24 +451,30 @@ class OpenAIVideoLLM:
             try:
                 kw = await asyncio.to_thread(self.build_request, inp, settings)
             except Exception as exc:  # noqa: BLE001 - a bad row must not stop the run
-                return FailedResponse(scrub_key(f"could not encode the input: {type(exc).__name__}: {exc}", key))
+                return FailedResponse(scrub_key(f"could not encode the input: {type(exc).__name__}: {exc}", key,
+                                                self.base_url))
             last = ""
+            retry_after: float | None = None
             for attempt in range(self.max_retries + 1):
                 if attempt:
-                    await asyncio.sleep(self._delay(attempt))
+                    await asyncio.sleep(self._delay(attempt, retry_after))
+                retry_after = None
                 try:
                     resp = await asyncio.wait_for(client.chat.completions.create(**kw), self.timeout)
                 except (asyncio.TimeoutError, openai.APITimeoutError):
                     last = f"timed out after {self.timeout:g} s"
                 except openai.APIStatusError as exc:
-                    last = scrub_key(f"HTTP {exc.status_code}: {_status_message(exc)}", key)
+                    last = scrub_key(f"HTTP {exc.status_code}: {_status_message(exc)}", key, self.base_url)
                     if not (exc.status_code in _RETRY_STATUS or exc.status_code >= 500):
                         log.warning("%s: row %d failed, not retried: %s", self.name, row, last)
                         return FailedResponse(last)
+                    retry_after = retry_after_seconds(exc)
                 except openai.APIConnectionError as exc:
-                    last = scrub_key(f"connection error: {exc}", key)
+                    last = scrub_key(f"connection error: {exc}", key, self.base_url)
+                except ValueError as exc:  # a 200 whose body is not JSON (cut short, a proxy's page)
+                    last = scrub_key(f"malformed response: the body is not valid JSON ({exc})", key, self.base_url)
                 except Exception as exc:  # noqa: BLE001
-                    msg = scrub_key(f"{type(exc).__name__}: {exc}", key)
+                    msg = scrub_key(f"{type(exc).__name__}: {exc}", key, self.base_url)
                     log.warning("%s: row %d failed: %s", self.name, row, msg)
                     return FailedResponse(msg)
                 else:
@@ -482,16 +520,37 @@ def _status_message(exc) -> str:
     return str(getattr(exc, "message", exc))[:500]
 
 
+def retry_after_seconds(exc) -> float | None:
+    """The Retry-After (or retry-after-ms) of an error response, in seconds; None when absent or
+    not a number of seconds (an HTTP date is ignored: the backoff applies)."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    return None
+
+
 def _content(resp) -> str | FailedResponse:
+    """The text of a completion, or why there is none (see the module docstring: a refusal
+    field is not the model's text)."""
     try:
         message = resp.choices[0].message
     except (AttributeError, IndexError, TypeError):
         return FailedResponse("malformed response: no choices[0].message")
-    if isinstance(message.content, str):
+    if isinstance(getattr(message, "content", None), str):
         return message.content
     refusal = getattr(message, "refusal", None)
     if isinstance(refusal, str):
-        return refusal
+        return FailedResponse(f"the server answered with a refusal field and no content: {refusal[:200]!r}")
     return FailedResponse("the response has no text content")
 
 
