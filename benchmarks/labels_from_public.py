@@ -21,8 +21,9 @@ SOURCE is a local checkout or bare git directory of a public source (nothing is 
   the clear ones.
 
 Writes OUT_DIR/<source>_all.jsonl, <source>_dev.jsonl and <source>_heldout.jsonl (<source>-clear_...
-with --without-partial). The held-out part is every row whose prompt id is divisible by --holdout-mod (default 5: 20 % of the prompts,
-all models' completions of those prompts), so tuning never sees a held-out prompt.
+with --without-partial). The held-out part is every row whose prompt id is divisible by
+--holdout-mod (default 5: 20 % of the prompts, all models' completions of those prompts), so
+tuning never sees a held-out prompt.
 Keep the output OUTSIDE the repository: some completions comply with unsafe requests.
 """
 
