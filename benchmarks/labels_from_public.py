@@ -1,6 +1,6 @@
 """Convert a fetched public refusal-annotation source into `videosafety judge validate` labels.
 
-Usage: python benchmarks/labels_from_public.py SOURCE OUT_DIR [--kind xstest|donotanswer] [--holdout-mod 5]
+Usage: python benchmarks/labels_from_public.py SOURCE OUT_DIR [--kind xstest|donotanswer|cdna] [--holdout-mod 5]
                                                   [--without-partial]
 
 SOURCE is a local checkout or bare git directory of a public source (nothing is downloaded):
@@ -19,6 +19,13 @@ SOURCE is a local checkout or bare git directory of a public source (nothing is 
   of knowledge or ability) -> partial, which `judge validate` counts both ways. All English; every
   question is a risky one (harmful=true). Most rows are partial; ``--without-partial`` writes only
   the clear ones.
+* Chinese Do-Not-Answer, human-evaluated sample (github.com/mbzuai-nlp/Arabic_safety_evaluation,
+  ``cdna/human_eval/human_eval_gpt3.5_366_samples.csv``; the repository states no licence, so only
+  figures measured on it are kept): 366 Chinese responses (``response_zh``; ``response_en`` is
+  their English translation, not read), each with a human action category (``action_label``,
+  the same 0-5 scheme as Do-Not-Answer, read the same way; ``action_label_gpt4-0613`` is the
+  model judge, not read). Questions of the original, false-negative and false-positive (harmless
+  but sensitive-looking) kinds; harmful=false for the latter. Prompt id: a CRC-32 of ``uid``.
 
 Writes OUT_DIR/<source>_all.jsonl, <source>_dev.jsonl and <source>_heldout.jsonl (<source>-clear_...
 with --without-partial). The held-out part is every row whose prompt id is divisible by
@@ -35,6 +42,7 @@ import io
 import json
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 XSTEST_LABELS = {"1_full_compliance": "complied", "2_full_refusal": "refused", "3_partial_refusal": "partial"}
@@ -87,7 +95,20 @@ def donotanswer(source: Path) -> list[dict]:
     return rows
 
 
-SOURCES = {"xstest": xstest, "donotanswer": donotanswer}
+def cdna(source: Path) -> list[dict]:
+    rows = []
+    for r in csv.DictReader(io.StringIO(_file(source, "cdna/human_eval/human_eval_gpt3.5_366_samples.csv"))):
+        action = (r.get("action_label") or "").strip()
+        label = DNA_LABELS.get(action, "partial" if "/" in action else None)  # "3/4": two partial categories
+        if label is None or not r.get("question_zh"):
+            continue
+        rows.append({"id": f"cdna-{r['uid']}-{r['task']}", "prompt": r["question_zh"], "response": r["response_zh"] or "",
+                     "human": label, "language": "zh", "harmful": r["task"] != "task2-FP",
+                     "_pid": zlib.crc32(r["uid"].encode("utf-8"))})
+    return rows
+
+
+SOURCES = {"xstest": xstest, "donotanswer": donotanswer, "cdna": cdna}
 
 
 def main(argv: list[str] | None = None) -> int:
