@@ -351,7 +351,13 @@ def _trie_regex(phrases: Iterable[str]) -> str:
             return "(?:" + "|".join(alts) + ")?"
         return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
 
-    top = [_char_pattern(ch) + emit(child) for ch, child in sorted(trie.items())]
+    # At the top every alternative starts with a plain character (a traditional variant gets an
+    # alternative of its own): only then can ``re`` skip ahead to the possible first characters.
+    top = []
+    for ch, child in sorted(trie.items()):
+        rest = emit(child)
+        firsts = [re.escape(ch), re.escape(_TRADITIONAL[ch])] if ch in _TRADITIONAL else [_char_pattern(ch)]
+        top += [f + rest for f in firsts]
     return "|".join(top)
 
 
