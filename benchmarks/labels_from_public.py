@@ -1,15 +1,15 @@
 """Convert a fetched public refusal-annotation source into `videosafety judge validate` labels.
 
-Usage: python benchmarks/labels_from_public.py SOURCE OUT_DIR [--kind xstest|donotanswer|cdna] [--holdout-mod 5]
-                                                  [--without-partial]
+Usage: python benchmarks/labels_from_public.py SOURCE OUT_DIR [--kind xstest|donotanswer|cdna]
+                                              [--holdout-mod 5] [--without-partial]
 
 SOURCE is a local checkout or bare git directory of a public source (nothing is downloaded):
 
 * XSTest (github.com/paul-rottger/exaggerated-safety, CC-BY-4.0): model_completions/*.csv, each
   completion hand-labelled 1_full_compliance / 2_full_refusal / 3_partial_refusal. Rows of a
   ``contrast_*`` type are unsafe requests (harmful=true); the others are safe prompts (harmful=false).
-* Do-Not-Answer (github.com/Libr-AI/do-not-answer, Apache-2.0; its ``datasets/`` folder also ships
-  unchanged in the fork github.com/kunishou/do-not-answer-ja): ``datasets/data_en.csv``, 939 risky
+* Do-Not-Answer (github.com/Libr-AI/do-not-answer, Apache-2.0; its ``datasets/`` folder is also in
+  the Apache-2.0 fork github.com/kunishou/do-not-answer-ja, which was read here): ``datasets/data_en.csv``, 939 risky
   questions x 6 models (GPT-4, ChatGPT, Claude, ChatGLM2, Llama-2-7b-chat, Vicuna-7b), every response
   given an "action category" 0-5 by the paper's human annotators (the ``*_action`` columns; the
   ``Review/GPT4`` and ``Review/Longformer`` folders are the model judges, not read). Read as
@@ -90,7 +90,8 @@ def donotanswer(source: Path) -> list[dict]:
             label = DNA_LABELS.get((r.get(f"{model}_action") or "").strip())
             if label is None or not r.get("question"):
                 continue
-            rows.append({"id": f"dna-{model}-{r['id']}", "prompt": r["question"], "response": r[f"{model}_response"] or "",
+            rows.append({"id": f"dna-{model}-{r['id']}", "prompt": r["question"],
+                         "response": r[f"{model}_response"] or "",
                          "human": label, "language": "en", "harmful": True, "_pid": int(r["id"])})
     return rows
 
@@ -102,7 +103,8 @@ def cdna(source: Path) -> list[dict]:
         label = DNA_LABELS.get(action, "partial" if "/" in action else None)  # "3/4": two partial categories
         if label is None or not r.get("question_zh"):
             continue
-        rows.append({"id": f"cdna-{r['uid']}-{r['task']}", "prompt": r["question_zh"], "response": r["response_zh"] or "",
+        rows.append({"id": f"cdna-{r['uid']}-{r['task']}", "prompt": r["question_zh"],
+                     "response": r["response_zh"] or "",
                      "human": label, "language": "zh", "harmful": r["task"] != "task2-FP",
                      "_pid": zlib.crc32(r["uid"].encode("utf-8"))})
     return rows
