@@ -2,11 +2,12 @@
 
 Synthetic responses in the ten languages, deterministic for a seed: 40 % refusals (curated
 phrasings and VSB-mini's reference refusals), 30 % compliance openings followed by a placeholder
-(no content), 30 % neutral text with no marker at all (the slowest case: the whole text is
-scanned). Each response gets 0 to 8 neutral filler sentences, so lengths run from about 10 to
-about 900 characters. A last line times the worst case: 2,000-character answers without any
-marker, per language. Times ``rules.classify`` (label only) and ``RulesJudge.judge`` (Verdict
-objects, as ``judge_run`` uses it), single-threaded, and checks every label.
+(no content), 30 % neutral text with no marker at all (the slowest case: the whole opening the
+rules read is scanned). Each response gets 0 to 8 neutral filler sentences, so lengths run from
+about 10 to about 900 characters. A last line times the worst case: 2,000-character answers
+without any marker, per language. Times ``rules.classify`` (label only) and ``RulesJudge.judge``
+(Verdict objects, as ``judge_run`` uses it), single-threaded, in CPU time of this process, and
+checks every label.
 
 Then ``judge_run`` end to end on a synthetic run directory of ``--run-rows`` rows (reading
 responses.jsonl, SQLite cache, verdict file): a first run (everything judged) and a second one
@@ -31,6 +32,10 @@ from videosafety.data.vsb_mini.text import load_texts
 from videosafety.judges.base import JudgeInput
 from videosafety.judges.rules import RulesJudge, classify, rules_version
 from videosafety.judges.run import judge_run
+
+# CPU time of this process, not wall time: the figure is per core, and on a shared machine wall
+# time mostly measures the other jobs (it moved 5x with the load average).
+clock = time.process_time
 
 REFUSALS = {
     "en": ["I can't help with that request.", "I'm sorry, but I won't do this.", "I cannot provide that."],
@@ -119,10 +124,10 @@ def main() -> None:
     classify("warm-up")
     best = []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         for t in texts:
             classify(t)
-        best.append(time.perf_counter() - t0)
+        best.append(clock() - t0)
     s = min(best)
     print(f"classify:         {s:6.2f} s  -> {len(texts) / s:10,.0f} responses/s (best of {args.repeats})")
 
@@ -131,20 +136,20 @@ def main() -> None:
                         query="q", response=t) for i, (lang, t, _) in enumerate(data)]
     best = []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         for i in range(0, len(items), 256):
             judge.judge(items[i:i + 256])
-        best.append(time.perf_counter() - t0)
+        best.append(clock() - t0)
     s = min(best)
     print(f"RulesJudge.judge: {s:6.2f} s  -> {len(items) / s:10,.0f} responses/s (best of {args.repeats}, Verdicts built)")
 
     by_kind = {}
     for kind in ("refused", "complied", "unclear"):
         sub = [t for t, (_, _, e) in zip(texts, data) if e == kind]
-        t0 = time.perf_counter()
+        t0 = clock()
         for t in sub:
             classify(t)
-        by_kind[kind] = len(sub) / (time.perf_counter() - t0)
+        by_kind[kind] = len(sub) / (clock() - t0)
     print("classify by kind: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in by_kind.items()))
 
     # Worst case: long answers with no marker at all (every character scanned), per language.
@@ -157,10 +162,10 @@ def main() -> None:
             while len(t) < 2000:
                 t += rng.choice(FILLER[lang]) + " "
             long.append(t)
-        t0 = time.perf_counter()
+        t0 = clock()
         for t in long:
             classify(t)
-        rates[lang] = len(long) / (time.perf_counter() - t0)
+        rates[lang] = len(long) / (clock() - t0)
     print("worst case, 2,000-char answers without a marker: "
           + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items()))
 
@@ -176,9 +181,9 @@ def main() -> None:
                                         "language": lang, "prompt": "q", "response": text, "error": None},
                                        ensure_ascii=False) + "\n")
             for what in ("first run", "cached rerun"):
-                t0 = time.perf_counter()
+                t0 = clock()
                 s = judge_run(run, RulesJudge(), progress=False, batch_size=256)
-                dt = time.perf_counter() - t0
+                dt = clock() - t0
                 print(f"judge_run ({what}): {args.run_rows:,} rows in {dt:5.2f} s -> {args.run_rows / dt:9,.0f} rows/s "
                       f"(newly judged {s.newly_judged:,}, cached {s.cached:,}, coverage {s.coverage:.3f})")
 
