@@ -323,6 +323,12 @@ def train_data(
     teacher: str = typer.Option(None, help="--kind cot: a model spec (hf:, openai:MODEL@URL) that writes the CoT "
                                            "targets instead of the templates; rejects go to OUT.rejects.jsonl."),
     max_new_tokens: int = typer.Option(512, help="--teacher: most new tokens per target."),
+    format_: str = typer.Option("records", "--format", help="records (our JSONL), or with --kind grpo the dataset "
+                                "file of another RL engine: verl or easyr1 (OUT: .parquet; videos by absolute path)."),
+    video_root: str = typer.Option(None, help="--format verl/easyr1: the folder the engine's workers see the "
+                                              "records' folder as (default: its absolute path here)."),
+    config: str = typer.Option("paper-grpo", help="--format verl: the GRPO config whose frame budget each video "
+                                                  "entry carries."),
 ) -> None:
     """Build training records from a benchmark manifest (e.g. VSB-mini's train split)."""
     from videosafety.train import builders
@@ -345,6 +351,20 @@ def train_data(
         rejected.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects), encoding="utf-8")
         console.print(f"teacher {teacher}: {len(records)} kept, {len(rejects)} rejected -> {rejected}")
         console.print(f"wrote {write_records(records, out)} cot records to {out}")
+        return
+    if format_ != "records":
+        from videosafety.train import engines
+
+        if kind != "grpo" or format_ not in engines.ENGINES:
+            raise _fail(f"--format {format_}: engine formats are {', '.join(engines.ENGINES)}, with --kind grpo")
+        try:
+            # Records are built as if written beside OUT; the engine file then names their videos absolutely.
+            written = engines.write_engine_file(builds[kind](bench, split=split, out_dir=out.parent), out, format_,
+                                                records_dir=out.parent, budget=engines.stage4_budget(config),
+                                                video_root=video_root)
+        except (ValueError, FileNotFoundError) as e:
+            raise _fail(e)
+        console.print(f"wrote {written.rows} grpo rows for {format_} to {out} ({written.bytes / 1e6:.2f} MB)")
         return
     records = builds[kind](bench, split=split, out_dir=out.parent)
     n = write_records(records, out)
