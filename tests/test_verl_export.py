@@ -234,6 +234,36 @@ def test_recipes_agree_with_paper_grpo(paper):
     assert "easyr1_compute_score" in (CONFIGS / "easyr1" / "stage4_grpo.sh").read_text()
 
 
+@pytest.mark.parametrize("engine, module, reward", [("verl", "verl.trainer.main_ppo", "compute_score"),
+                                                    ("easyr1", "verl.trainer.main", "easyr1_compute_score")])
+def test_recipe_scripts_launch_the_engine(engine, module, reward, tmp_path):
+    """The launchers with a stand-in python3 that prints the engine's command line instead of
+    training: required variables, the reward file found in the installed package, extra args."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "bin" / "python3"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nif [ "$1" = "-c" ]; then exec {sys.executable} "$@"; fi\n'
+                    f'for a in "$@"; do echo "$a"; done\n')
+    fake.chmod(0o755)
+    script = CONFIGS / engine / "stage4_grpo.sh"
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
+    missing = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert missing.returncode != 0 and "MODEL" in missing.stderr
+    env.update(MODEL="/models/stage3", TRAIN_FILES="/data/grpo.parquet")
+    done = subprocess.run(["bash", str(script), "trainer.save_freq=10"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    args = done.stdout.splitlines()
+    assert args[:2] == ["-m", module] and args[-1] == "trainer.save_freq=10"
+    reward_arg = next(a for a in args if "reward_function" in a and "adapters" in a)
+    path = reward_arg.split("=", 1)[1].split(":")[0]
+    assert Path(path).resolve() == Path(adapters.__file__).resolve()
+    assert reward in reward_arg or f"reward.custom_reward_function.name={reward}" in args
+    assert any(a.endswith("/models/stage3") for a in args) and any(a.endswith("=/data/grpo.parquet") for a in args)
+
+
 def test_easyr1_recipe_keys_exist_in_easyr1_config():
     schema = json.loads((DATA / "easyr1_config_schema.json").read_text())["PPOConfig"]
     kinds = {"float": (float, int), "int": (int,), "bool": (bool,), "str": (str,)}
