@@ -375,7 +375,7 @@ def train_data(
 def eval_cmd(
     bench: str = typer.Option("vsb-mini", help="Manifest (file or folder), vsb-mini (built on first use), or FORMAT:PATH of a peer benchmark "
                                            "(video-safetybench, mm-safetybench, vlguard, figstep; converted on first use)."),
-    model: str = typer.Option(None, help="hf:PATH_OR_ID, openai:MODEL@BASE_URL, ref:refuse-all, ref:comply-all; "
+    model: str = typer.Option(None, help="hf:PATH_OR_ID, openai:MODEL@BASE_URL (URL1,URL2,...: replicas used in turn), ref:refuse-all, ref:comply-all; "
                                          "default: the embedded demo model."),
     conditions: str = typer.Option(",".join(taxonomy.CONDITIONS), help="Comma list of video, text, blank."),
     split: str = typer.Option("eval", help="Split to evaluate ('all' for every row)."),
