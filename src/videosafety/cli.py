@@ -12,7 +12,8 @@ from rich.table import Table
 
 from videosafety import __version__, taxonomy
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+# add_completion: `videosafety --install-completion` (bash, zsh, fish, PowerShell) and --show-completion.
+app = typer.Typer(no_args_is_help=True, add_completion=True,
                   help="Measure and improve the safety of video LLMs (VideoSafetyBench, VideoSafety-R1).")
 bench_app = typer.Typer(no_args_is_help=True, help="Build, check and describe benchmark manifests.")
 app.add_typer(bench_app, name="bench")
@@ -34,10 +35,24 @@ def _fail(message: object, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the package version and exit."),
+) -> None:
+    pass
+
+
 @app.command()
 def version() -> None:
     """Print the package version."""
-    console.print(__version__)
+    _print_version(True)
 
 
 @bench_app.command("mini")
