@@ -32,7 +32,7 @@ def _complete(words: str) -> list[str]:
 def test_shell_completion_completes_commands_and_options():
     assert _complete("videosafety tr") == ["train"]
     assert "--format" in _complete("videosafety train data --fo")
-    env = dict(os.environ, SHELL="/bin/bash")
-    p = subprocess.run([sys.executable, "-c", MAIN, "--show-completion"], env=env, capture_output=True, text=True,
-                       timeout=120)
+    # The shell is detected from the parent process: run under bash.
+    p = subprocess.run(["bash", "-c", f'"{sys.executable}" -c "{MAIN}" --show-completion; exit $?'],
+                       capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "_VIDEOSAFETY_COMPLETE=complete_bash" in p.stdout
