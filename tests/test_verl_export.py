@@ -312,7 +312,18 @@ def test_verl_reads_the_file_and_rewards_with_our_function(files, records, tiny_
         cfg = compose("ppo_trainer", overrides=overrides)
     validate_config(cfg, use_reference_policy=True, use_critic=False)
 
-    processor = AutoProcessor.from_pretrained(tiny_model_dirs["qwen2_vl"])
+    # The starting checkpoint of the recipe: an `export` of an alarm-token model (here untrained).
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from videosafety.export import export_alarm_checkpoint
+    from videosafety.models.alarm import TEXTUAL_ALARM, VISUAL_ALARM, AlarmModel, register_alarm_tokens
+
+    root = files["verl"].parent / "verl-model"
+    base = AutoProcessor.from_pretrained(tiny_model_dirs["qwen2_vl"])
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dirs["qwen2_vl"], dtype=torch.float32)
+    AlarmModel(model, register_alarm_tokens(base, model)).save_pretrained(root / "alarm", processor=base)
+    processor = AutoProcessor.from_pretrained(export_alarm_checkpoint(root / "alarm", root / "exported").out)
     data_cfg = OmegaConf.create({"prompt_key": cfg.data.prompt_key, "video_key": cfg.data.video_key,
                                  "max_prompt_length": cfg.data.max_prompt_length, "filter_overlong_prompts": False,
                                  "cache_dir": str(files["verl"].parent / "verl-cache")})
@@ -324,6 +335,9 @@ def test_verl_reads_the_file_and_rewards_with_our_function(files, records, tiny_
     assert user["content"][0]["fps"] == paper.budget.fps and Path(user["content"][0]["video"]).is_file()
     text = processor.apply_chat_template(item["raw_prompt"], add_generation_prompt=True, tokenize=False)
     assert records[0].query in text and processor.video_token in text
+    # The exported template places both alarms in verl's prompt: after the video, at the end of the user turn.
+    assert text.index(processor.video_token) < text.index(VISUAL_ALARM) < text.index(records[0].query)
+    assert text.index(tags.GRPO_INSTRUCTION) < text.index(TEXTUAL_ALARM)
 
     # verl's reward manager, with the reward function loaded the way the recipe names it.
     fn = get_custom_reward_fn(cfg)
