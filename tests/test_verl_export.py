@@ -44,10 +44,11 @@ def records(mini) -> list[GRPORecord]:
 
 
 @pytest.fixture(scope="module")
-def files(mini) -> dict[str, Path]:
+def files(mini, tmp_path_factory) -> dict[str, Path]:
     out = {}
+    elsewhere = tmp_path_factory.mktemp("engine-files")  # not the benchmark's folder: paths are absolute
     for engine in engines.ENGINES:
-        path = mini.parent / f"grpo-{engine}.parquet"
+        path = elsewhere / f"grpo-{engine}.parquet"
         res = runner.invoke(app, ["train", "data", "--bench", str(mini), "--kind", "grpo", "--format", engine,
                                   "--out", str(path)])
         assert res.exit_code == 0, res.output
@@ -154,6 +155,10 @@ def test_video_root_and_frame_count_budgets(records, tmp_path, mini):
     assert rows[0]["videos"] == [{"video": f"/mnt/data/vsb/{records[0].video}", "nframes": 8, "max_pixels": 3136}]
     easy = engines.engine_rows(records[:1], "easyr1", records_dir=mini.parent, video_root="/mnt/data/vsb")
     assert easy[0]["videos"] == [f"/mnt/data/vsb/{records[0].video}"]
+    res = runner.invoke(app, ["train", "data", "--bench", str(mini.parent), "--kind", "grpo", "--format", "easyr1",
+                              "--video-root", "/mnt/data/vsb", "--out", str(tmp_path / "e.parquet")])
+    assert res.exit_code == 0, res.output
+    assert _rows(tmp_path / "e.parquet")[0]["videos"] == [f"/mnt/data/vsb/{records[0].video}"]
 
 
 def test_engine_export_refuses_what_the_engine_cannot_hold(records, mini, tmp_path):

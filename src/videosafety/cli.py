@@ -340,8 +340,8 @@ def train_data(
     max_new_tokens: int = typer.Option(512, help="--teacher: most new tokens per target."),
     format_: str = typer.Option("records", "--format", help="records (our JSONL), or with --kind grpo the dataset "
                                 "file of another RL engine: verl or easyr1 (OUT: .parquet; videos by absolute path)."),
-    video_root: str = typer.Option(None, help="--format verl/easyr1: the folder the engine's workers see the "
-                                              "records' folder as (default: its absolute path here)."),
+    video_root: str = typer.Option(None, help="--format verl/easyr1: the path the engine's workers see the "
+                                              "benchmark's folder at (default: its absolute path here)."),
     config: str = typer.Option("paper-grpo", help="--format verl: the GRPO config whose frame budget each video "
                                                   "entry carries."),
 ) -> None:
@@ -373,10 +373,8 @@ def train_data(
         if kind != "grpo" or format_ not in engines.ENGINES:
             raise _fail(f"--format {format_}: engine formats are {', '.join(engines.ENGINES)}, with --kind grpo")
         try:
-            # Records are built as if written beside OUT; the engine file then names their videos absolutely.
-            written = engines.write_engine_file(builds[kind](bench, split=split, out_dir=out.parent), out, format_,
-                                                records_dir=out.parent, budget=engines.stage4_budget(config),
-                                                video_root=video_root)
+            written = engines.export_grpo(bench, out, format_, split=split, budget=engines.stage4_budget(config),
+                                          video_root=video_root)
         except (ValueError, FileNotFoundError) as e:
             raise _fail(e)
         console.print(f"wrote {written.rows} grpo rows for {format_} to {out} ({written.bytes / 1e6:.2f} MB)")

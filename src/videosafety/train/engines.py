@@ -27,7 +27,8 @@ appended (`tags.with_instruction`, as our trainer builds it), after the video:
 
 Video paths are absolute: neither engine resolves them against the data file's folder (verl
 reads them from the working directory of each worker). `video_root` rewrites the prefix for a
-cluster that mounts the data elsewhere.
+cluster that mounts the data elsewhere: it stands for the folder the records' paths are relative
+to (the manifest's, with `export_grpo`).
 """
 
 from __future__ import annotations
@@ -174,3 +175,16 @@ def write_engine_file(records: Iterable[GRPORecord], path: str | Path, engine: E
     _write_table(rows, path)
     return EngineFile(path=path, engine=engine, rows=len(rows), bytes=path.stat().st_size)
 
+
+
+def export_grpo(manifest: str | Path, out: str | Path, engine: Engine, *, split: str = "train",
+                budget: FrameBudget | None = None, video_root: str | None = None) -> EngineFile:
+    """`build_grpo` of the manifest's split, written as the engine's dataset file at `out` (any
+    folder: the engine file names videos absolutely, or under `video_root`, which stands for the
+    manifest's folder)."""
+    from videosafety.data.manifest import resolve_manifest
+    from videosafety.train.builders import build_grpo
+
+    path = resolve_manifest(manifest)
+    return write_engine_file(build_grpo(path, split=split), out, engine, records_dir=path.parent, budget=budget,
+                             video_root=video_root)
