@@ -302,12 +302,15 @@ def test_verl_reads_the_file_and_rewards_with_our_function(files, records, tiny_
     import torch
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
-    from transformers import AutoProcessor
+    from transformers import AutoModelForImageTextToText, AutoProcessor
     from verl import DataProto
     from verl.trainer.ppo.reward import get_custom_reward_fn
     from verl.utils.config import validate_config
     from verl.utils.dataset.rl_dataset import RLHFDataset
     from verl.workers.reward_manager.naive import NaiveRewardManager
+
+    from videosafety.export import export_alarm_checkpoint
+    from videosafety.models.alarm import TEXTUAL_ALARM, VISUAL_ALARM, AlarmModel, register_alarm_tokens
 
     # The recipe's overrides compose over verl's own trainer config (an unknown key fails) and pass its checks.
     placeholders = {"$TRAIN_FILES": str(files["verl"]), "$VAL_FILES": str(files["verl"]), "$MODEL": "/model",
@@ -318,12 +321,6 @@ def test_verl_reads_the_file_and_rewards_with_our_function(files, records, tiny_
     validate_config(cfg, use_reference_policy=True, use_critic=False)
 
     # The starting checkpoint of the recipe: an `export` of an alarm-token model (here untrained).
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    from videosafety.export import export_alarm_checkpoint
-    from videosafety.models.alarm import TEXTUAL_ALARM, VISUAL_ALARM, AlarmModel, register_alarm_tokens
-
     root = files["verl"].parent / "verl-model"
     base = AutoProcessor.from_pretrained(tiny_model_dirs["qwen2_vl"])
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dirs["qwen2_vl"], dtype=torch.float32)
