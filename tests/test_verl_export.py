@@ -201,7 +201,9 @@ def test_recipes_agree_with_paper_grpo(paper):
     assert v["algorithm.adv_estimator"] == "grpo"
     assert int(v["actor_rollout_ref.rollout.n"]) == g.num_generations
     assert int(v["data.train_batch_size"]) == g.prompts_per_step
-    assert int(v["actor_rollout_ref.actor.ppo_mini_batch_size"]) == g.prompts_per_step // g.num_iterations
+    # One optimizer step per pass over the generated batch; num_iterations passes.
+    assert int(v["actor_rollout_ref.actor.ppo_mini_batch_size"]) == g.prompts_per_step
+    assert int(v["actor_rollout_ref.actor.ppo_epochs"]) == g.num_iterations
     assert float(v["actor_rollout_ref.rollout.temperature"]) == g.temperature
     assert float(v["actor_rollout_ref.rollout.top_p"]) == g.top_p
     assert int(v["data.max_response_length"]) == g.max_new_tokens
@@ -227,7 +229,7 @@ def test_recipes_agree_with_paper_grpo(paper):
     assert (algo["adv_estimator"], algo["use_kl_loss"], algo["kl_penalty"]) == ("grpo", True, "low_var_kl")
     assert algo["kl_coef"] == g.beta
     assert rollout["n"] == g.num_generations and e["data"]["rollout_batch_size"] == g.prompts_per_step
-    assert actor["global_batch_size"] == g.prompts_per_step // g.num_iterations
+    assert actor["global_batch_size"] == g.prompts_per_step and actor["ppo_epochs"] == g.num_iterations
     assert (rollout["temperature"], rollout["top_p"]) == (g.temperature, g.top_p)
     assert e["data"]["max_response_length"] == g.max_new_tokens and e["data"]["max_prompt_length"] == paper.max_length
     assert actor["clip_ratio_low"] == g.epsilon and actor["clip_ratio_high"] == (g.epsilon_high or g.epsilon)
