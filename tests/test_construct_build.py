@@ -128,7 +128,7 @@ def test_pure_parts_by_hand():
     assert uf.find("c") == uf.find("a") == "a" and uf.find("e") == "d"
 
 
-def test_pipeline_queries_translate_pair(corpus, labelled, tmp_path):
+def test_pipeline_queries_translate_pair(corpus, labelled, tmp_path, monkeypatch):
     out = labelled
     # ---- queries: templates, then paraphrased (one answer empty, one off-meaning: rejected)
     q = make_queries(out)
@@ -203,6 +203,13 @@ def test_pipeline_queries_translate_pair(corpus, labelled, tmp_path):
     import datasets
 
     assert datasets.load_from_disk(str(p.output / "hf")).num_rows == p.samples
+    # The card says how to load it with datasets: its Python block runs as written, in the folder.
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    assert "configs:\n- config_name: default\n  data_files: manifest.parquet" in card
+    monkeypatch.chdir(p.output)
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    assert len(ns["rows"]) == len(ns["same"]) == p.samples and len(ns["eval_rows"]) == p.splits["eval"]
     # deterministic: a second build picks the same samples into the same splits
     p2 = pair(corpus / "videos", out, ps, dataset_dir=tmp_path / "again", check_videos=False)
     assert [(s.id, s.split) for s in read_manifest(p2.output / "manifest.jsonl")] == [(s.id, s.split) for s in samples]

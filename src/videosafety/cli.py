@@ -12,7 +12,8 @@ from rich.table import Table
 
 from videosafety import __version__, taxonomy
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+# add_completion: `videosafety --install-completion` (bash, zsh, fish, PowerShell) and --show-completion.
+app = typer.Typer(no_args_is_help=True, add_completion=True,
                   help="Measure and improve the safety of video LLMs (VideoSafetyBench, VideoSafety-R1).")
 bench_app = typer.Typer(no_args_is_help=True, help="Build, check and describe benchmark manifests.")
 app.add_typer(bench_app, name="bench")
@@ -34,10 +35,24 @@ def _fail(message: object, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the package version and exit."),
+) -> None:
+    pass
+
+
 @app.command()
 def version() -> None:
     """Print the package version."""
-    console.print(__version__)
+    _print_version(True)
 
 
 @bench_app.command("mini")
@@ -323,6 +338,12 @@ def train_data(
     teacher: str = typer.Option(None, help="--kind cot: a model spec (hf:, openai:MODEL@URL) that writes the CoT "
                                            "targets instead of the templates; rejects go to OUT.rejects.jsonl."),
     max_new_tokens: int = typer.Option(512, help="--teacher: most new tokens per target."),
+    format_: str = typer.Option("records", "--format", help="records (our JSONL), or with --kind grpo the dataset "
+                                "file of another RL engine: verl or easyr1 (OUT: .parquet; videos by absolute path)."),
+    video_root: str = typer.Option(None, help="--format verl/easyr1: the path the engine's workers see the "
+                                              "benchmark's folder at (default: its absolute path here)."),
+    config: str = typer.Option("paper-grpo", help="--format verl: the GRPO config whose frame budget each video "
+                                                  "entry carries."),
 ) -> None:
     """Build training records from a benchmark manifest (e.g. VSB-mini's train split)."""
     from videosafety.train import builders
@@ -346,6 +367,18 @@ def train_data(
         console.print(f"teacher {teacher}: {len(records)} kept, {len(rejects)} rejected -> {rejected}")
         console.print(f"wrote {write_records(records, out)} cot records to {out}")
         return
+    if format_ != "records":
+        from videosafety.train import engines
+
+        if kind != "grpo" or format_ not in engines.ENGINES:
+            raise _fail(f"--format {format_}: engine formats are {', '.join(engines.ENGINES)}, with --kind grpo")
+        try:
+            written = engines.export_grpo(bench, out, format_, split=split, budget=engines.stage4_budget(config),
+                                          video_root=video_root)
+        except (ValueError, FileNotFoundError) as e:
+            raise _fail(e)
+        console.print(f"wrote {written.rows} grpo rows for {format_} to {out} ({written.bytes / 1e6:.2f} MB)")
+        return
     records = builds[kind](bench, split=split, out_dir=out.parent)
     n = write_records(records, out)
     console.print(f"wrote {n} {kind} records to {out}")
@@ -355,7 +388,7 @@ def train_data(
 def eval_cmd(
     bench: str = typer.Option("vsb-mini", help="Manifest (file or folder), vsb-mini (built on first use), or FORMAT:PATH of a peer benchmark "
                                            "(video-safetybench, mm-safetybench, vlguard, figstep; converted on first use)."),
-    model: str = typer.Option(None, help="hf:PATH_OR_ID, openai:MODEL@BASE_URL, ref:refuse-all, ref:comply-all; "
+    model: str = typer.Option(None, help="hf:PATH_OR_ID, openai:MODEL@BASE_URL (URL1,URL2,...: replicas used in turn), ref:refuse-all, ref:comply-all; "
                                          "default: the embedded demo model."),
     conditions: str = typer.Option(",".join(taxonomy.CONDITIONS), help="Comma list of video, text, blank."),
     split: str = typer.Option("eval", help="Split to evaluate ('all' for every row)."),

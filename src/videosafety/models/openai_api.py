@@ -47,6 +47,14 @@ channel (a provider's policy layer may fill it), not the model's text: counting 
 model's answer would credit the model with a refusal it did not write, so the row is recorded
 as an error (``--max-error-rate`` sees it) and asked again by the next run.
 
+Several servers (replicas of one model, e.g. one vLLM per GPU or per host): give ``base_url`` a
+list. The requests of this object go to the servers in turn (the k-th to server ``k mod N``,
+counted across ``generate`` calls) and each retry to the next server,
+so load spreads and a dead replica only costs retries. The name lists every server (the same
+string in every process of a data-parallel run, so cache keys and run fingerprints agree), and
+the constructor asks every server for its revision: replicas that report different models are
+refused, since their responses would be mixed under one name.
+
 The API key is read from the environment variable ``api_key_env`` each time a client is made
 (``"EMPTY"`` when unset, for servers without auth). It is not stored on this object and is
 scrubbed from every error text and log message this module writes.
@@ -57,6 +65,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import io
 import logging
 import math
@@ -214,7 +223,8 @@ class OpenAIVideoLLM:
 
     Args:
         model: the model name the server serves (``--served-model-name`` for vLLM).
-        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``.
+        base_url: the API root, e.g. ``http://127.0.0.1:8000/v1``, or a list of them: replicas
+            serving the same model, used in turn.
         api_key_env: environment variable holding the API key (unset: ``"EMPTY"``).
         frames_as: ``"video_url"`` (one mp4) or ``"images"`` (one image per frame).
         max_concurrency: requests in flight at once.
@@ -239,7 +249,7 @@ class OpenAIVideoLLM:
     def __init__(
         self,
         model: str,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         api_key_env: str = "OPENAI_API_KEY",
         frames_as: Literal["video_url", "images"] = "video_url",
@@ -270,7 +280,14 @@ class OpenAIVideoLLM:
         if not 1 <= jpeg_quality <= 100:
             raise ValueError("jpeg_quality must be in 1..100")
         self.model = str(model)
-        self.base_url = str(base_url).rstrip("/")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        self.base_urls = tuple(str(u).rstrip("/") for u in urls)
+        if not self.base_urls or not all(self.base_urls):
+            raise ValueError("base_url: give at least one server URL")
+        if len(set(self.base_urls)) < len(self.base_urls):
+            raise ValueError(f"base_url: a server is listed twice: {', '.join(map(display_url, self.base_urls))}")
+        self.base_url = self.base_urls[0]
+        self._turn = 0  # requests handed out so far: the next one goes to base_urls[_turn % N]
         self.api_key_env = api_key_env
         self.frames_as = frames_as
         self.max_concurrency = int(max_concurrency)
@@ -283,7 +300,7 @@ class OpenAIVideoLLM:
         self.video_crf = int(video_crf)
         self.extra_body = dict(extra_body or {})
         self.send_video_metadata = send_video_metadata
-        self.name = f"openai:{self.model}@{display_url(self.base_url)}"
+        self.name = f"openai:{self.model}@{','.join(map(display_url, self.base_urls))}"
         self._server: dict[str, Any] | None = None  # the server's models.list entry
         self._probed = False  # the server answered models.list (a failure is asked again later)
         self._probe_lock = threading.Lock()
@@ -291,6 +308,8 @@ class OpenAIVideoLLM:
         if revision is None:
             self._ensure_probed_sync()
         self.revision = revision if revision is not None else self._revision_from_server()
+        if revision is None and len(self.base_urls) > 1:
+            self._check_replicas()
 
     # ------------------------------------------------------------------ identity
 
@@ -304,7 +323,8 @@ class OpenAIVideoLLM:
         self._probe_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"OpenAIVideoLLM(model={self.model!r}, base_url={display_url(self.base_url)!r}, "
+        urls = ",".join(map(display_url, self.base_urls))
+        return (f"OpenAIVideoLLM(model={self.model!r}, base_url={urls!r}, "
                 f"frames_as={self.frames_as!r}, api_key_env={self.api_key_env!r})")
 
     @property
@@ -333,7 +353,9 @@ class OpenAIVideoLLM:
         ``created`` is left out on purpose: vLLM reports the time of the listing, which would
         change every cache key. ``"unknown"`` when the server does not answer or does not list
         the model. A ``revision`` given to the constructor wins (and nothing is asked)."""
-        s = self._server
+        return self._revision_of(self._server)
+
+    def _revision_of(self, s: dict[str, Any] | None) -> str:
         if s is None:
             return "unknown"
         ident = str(s.get("id", self.model))
@@ -345,33 +367,61 @@ class OpenAIVideoLLM:
 
     # ------------------------------------------------------------------ client
 
+    def _check_replicas(self) -> None:
+        """Every server that answers must report the first one's revision (see the module docstring)."""
+        key = self._api_key()
+
+        async def entries() -> list[dict[str, Any] | None]:
+            found: list[dict[str, Any] | None] = []
+            for url in self.base_urls[1:]:
+                async with self._client(key, url) as client:
+                    found.append((await self._models_entry(client, key))[1])
+            return found
+
+        revisions = {self.base_url: self.revision}
+        revisions.update(zip(self.base_urls[1:], map(self._revision_of, run_sync(entries))))
+        known = {url: rev for url, rev in revisions.items() if rev != "unknown"}
+        if len(set(known.values())) > 1:
+            raise ValueError(f"{self.name}: the servers report different models: " + "; ".join(
+                f"{display_url(u)} {r}" for u, r in known.items()))
+
     def _api_key(self) -> str:
         return os.environ.get(self.api_key_env) or NO_KEY
 
-    def _client(self, key: str):
+    def _client(self, key: str, base_url: str | None = None):
         import openai
 
-        return openai.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0,
+        return openai.AsyncOpenAI(api_key=key, base_url=base_url or self.base_url, max_retries=0,
                                   timeout=self.timeout)
+
+    def _scrub(self, text: str, key: str) -> str:
+        """``text`` without the API key and without the credentials of any of the servers."""
+        for url in self.base_urls:
+            text = scrub_key(text, key, url)
+        return text
 
     async def _probe(self, client, key: str) -> None:
         if self._probed:
             return
-        server = None
+        answered, server = await self._models_entry(client, key)
+        if answered:
+            self._server, self._probed = server, True
+
+    async def _models_entry(self, client, key: str) -> tuple[bool, dict[str, Any] | None]:
+        """(answered, this model's /v1/models entry or None) of the client's server."""
         try:
             page = await asyncio.wait_for(client.models.list(), min(self.timeout, _PROBE_TIMEOUT))
-            for entry in getattr(page, "data", None) or []:
-                d = entry.model_dump() if hasattr(entry, "model_dump") else dict(entry)
-                if d.get("id") == self.model:
-                    server = d
-                    break
-            if server is None:
-                log.warning("%s: the server does not list model %r", self.name, self.model)
         except Exception as exc:  # noqa: BLE001 - optional information
-            log.warning("%s: models.list failed (%s)", self.name,
-                        scrub_key(f"{type(exc).__name__}: {exc}", key, self.base_url))
-            return
-        self._server, self._probed = server, True
+            log.warning("%s: models.list at %s failed (%s)", self.name, display_url(str(client.base_url)),
+                        self._scrub(f"{type(exc).__name__}: {exc}", key))
+            return False, None
+        for entry in getattr(page, "data", None) or []:
+            d = entry.model_dump() if hasattr(entry, "model_dump") else dict(entry)
+            if d.get("id") == self.model:
+                return True, d
+        log.warning("%s: the server at %s does not list model %r", self.name, display_url(str(client.base_url)),
+                    self.model)
+        return True, None
 
     def _ensure_probed_sync(self) -> None:
         if self._probed:
@@ -443,38 +493,38 @@ class OpenAIVideoLLM:
             wait = max(wait, min(retry_after, MAX_BACKOFF))
         return wait
 
-    async def _one(self, client, sem: asyncio.Semaphore, row: int, inp: ModelInput,
-                   settings: GenerationSettings, key: str) -> str | FailedResponse:
+    async def _one(self, clients: Sequence[Any], sem: asyncio.Semaphore, row: int, inp: ModelInput,
+                   settings: GenerationSettings, key: str, turn: int = 0) -> str | FailedResponse:
         import openai
 
         async with sem:
             try:
                 kw = await asyncio.to_thread(self.build_request, inp, settings)
             except Exception as exc:  # noqa: BLE001 - a bad row must not stop the run
-                return FailedResponse(scrub_key(f"could not encode the input: {type(exc).__name__}: {exc}", key,
-                                                self.base_url))
+                return FailedResponse(self._scrub(f"could not encode the input: {type(exc).__name__}: {exc}", key))
             last = ""
             retry_after: float | None = None
             for attempt in range(self.max_retries + 1):
                 if attempt:
                     await asyncio.sleep(self._delay(attempt, retry_after))
                 retry_after = None
+                client = clients[(turn + attempt) % len(clients)]  # replicas in turn; a retry tries the next
                 try:
                     resp = await asyncio.wait_for(client.chat.completions.create(**kw), self.timeout)
                 except (asyncio.TimeoutError, openai.APITimeoutError):
                     last = f"timed out after {self.timeout:g} s"
                 except openai.APIStatusError as exc:
-                    last = scrub_key(f"HTTP {exc.status_code}: {_status_message(exc)}", key, self.base_url)
+                    last = self._scrub(f"HTTP {exc.status_code}: {_status_message(exc)}", key)
                     if not (exc.status_code in _RETRY_STATUS or exc.status_code >= 500):
                         log.warning("%s: row %d failed, not retried: %s", self.name, row, last)
                         return FailedResponse(last)
                     retry_after = retry_after_seconds(exc)
                 except openai.APIConnectionError as exc:
-                    last = scrub_key(f"connection error: {exc}", key, self.base_url)
+                    last = self._scrub(f"connection error: {exc}", key)
                 except ValueError as exc:  # a 200 whose body is not JSON (cut short, a proxy's page)
-                    last = scrub_key(f"malformed response: the body is not valid JSON ({exc})", key, self.base_url)
+                    last = self._scrub(f"malformed response: the body is not valid JSON ({exc})", key)
                 except Exception as exc:  # noqa: BLE001
-                    msg = scrub_key(f"{type(exc).__name__}: {exc}", key, self.base_url)
+                    msg = self._scrub(f"{type(exc).__name__}: {exc}", key)
                     log.warning("%s: row %d failed: %s", self.name, row, msg)
                     return FailedResponse(msg)
                 else:
@@ -492,12 +542,14 @@ class OpenAIVideoLLM:
         if not inputs:
             return []
         key = self._api_key()
-        async with self._client(key) as client:
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(self._client(key, url)) for url in self.base_urls]
             if self.send_video_metadata is None and self.frames_as == "images":
-                await self._probe(client, key)
+                await self._probe(clients[0], key)
             sem = asyncio.Semaphore(self.max_concurrency)
+            first, self._turn = self._turn, self._turn + len(inputs)
             return list(await asyncio.gather(
-                *(self._one(client, sem, i, inp, settings, key) for i, inp in enumerate(inputs))))
+                *(self._one(clients, sem, i, inp, settings, key, first + i) for i, inp in enumerate(inputs))))
 
     def generate(self, inputs: Sequence[ModelInput], settings: GenerationSettings) -> list[str | FailedResponse]:
         """One response per input, in order; a FailedResponse where a row's request failed.
@@ -555,3 +607,4 @@ def _content(resp) -> str | FailedResponse:
 
 
 __all__ = ["OpenAIVideoLLM", "encode_mp4", "encode_image", "input_fps", "NO_KEY", "OWNER"]
+

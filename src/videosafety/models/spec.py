@@ -2,12 +2,14 @@
 
 - `hf:PATH_OR_ID`: a transformers video LLM (alarm-token checkpoints included);
 - `openai:MODEL@BASE_URL`: any OpenAI-compatible chat-completions server;
+  `openai:MODEL@URL1,URL2,...`: replicas of one model, used in turn (OpenAIVideoLLM);
 - `ref:refuse-all`, `ref:comply-all`: reference policies;
 - `demo` (or no spec): the embedded demonstration model.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from videosafety.budget import FrameBudget
@@ -48,7 +50,8 @@ def load_model(spec: str | None, budget: FrameBudget, options: ModelOptions = Mo
         # split at the "@" that starts the URL, so a user:password@host URL stays whole
         cut = rest.find("@http")
         model, base_url = (rest[:cut], rest[cut + 1:]) if cut > 0 else rest.rpartition("@")[::2]
-        return OpenAIVideoLLM(model, base_url, **options.openai)
+        urls = re.split(r",(?=https?://)", base_url)  # a comma inside one URL stays
+        return OpenAIVideoLLM(model, urls if len(urls) > 1 else base_url, **options.openai)
     from videosafety.models.hf import HFVideoLLM
 
     if kind == "demo":

@@ -12,8 +12,9 @@ in their workers):
 - verl: ``custom_reward_function.path=<this file>`` and ``custom_reward_function.name=compute_score``
   (``reward.custom_reward_function.*`` in newer releases); the problem type comes from the
   row's ``extra_info["problem_type"]``.
-- EasyR1: ``worker.reward.reward_type=batch`` and
-  ``worker.reward.reward_function=<this file>:easyr1_compute_score``.
+- EasyR1: ``worker.reward.reward_function=<this file>:easyr1_compute_score`` (batch, the
+  default ``REWARD_TYPE``); EasyR1 passes only the response and the row's answer, so the answer
+  is `easyr1_ground_truth(problem_type, solution)`.
 
 verl and EasyR1 keep every returned key as a per-sample list that must be as long as the
 batch, so in a batch mixing problem types each result carries all of ENGINE_COMPONENTS,
@@ -22,6 +23,7 @@ batch, so in a batch mixing problem types each result carries all of ENGINE_COMP
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -113,18 +115,41 @@ def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_
     return {"score": result.total, **_engine_components(result)}
 
 
+def easyr1_ground_truth(problem_type: str, solution: str) -> str:
+    """The EasyR1 answer column: the solution itself for "safety" (the default type), else a
+    JSON object {"problem_type", "solution"}, since EasyR1's reward manager hands the reward
+    function nothing of the row but this string."""
+    if problem_type == DEFAULT_PROBLEM_TYPE:
+        return solution
+    return json.dumps({"problem_type": problem_type, "solution": solution}, ensure_ascii=False, sort_keys=True)
+
+
+def _easyr1_unpack(ground_truth: str) -> tuple[str | None, str]:
+    if ground_truth.startswith("{"):
+        try:
+            packed = json.loads(ground_truth)
+        except ValueError:
+            packed = None
+        if isinstance(packed, dict) and set(packed) == {"problem_type", "solution"}:
+            return packed["problem_type"], packed["solution"]
+    return None, ground_truth
+
+
 def easyr1_compute_score(reward_inputs: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
     """EasyR1 batch reward function: [{"overall": total, **components}, ...].
 
     Signature as in EasyR1's verl/workers/reward/function.py (BatchFunctionRewardManager
     passes a list of {"response", "response_length", "ground_truth"} dicts and reads
     "overall" as the reward, logging the other keys) and examples/reward_function/math.py.
-    EasyR1 does not pass a problem type by itself: an input without "problem_type" is
-    "safety". A single dict (reward_type=sequential) gets a single dict back."""
+    EasyR1 does not pass a problem type: it comes from an input's "problem_type" key, else
+    from a ground truth written by `easyr1_ground_truth`, else it is "safety". A single dict
+    (reward_type=sequential) gets a single dict back."""
     if isinstance(reward_inputs, Mapping):
         return easyr1_compute_score([reward_inputs])[0]  # type: ignore[return-value]
     out = []
     for item in reward_inputs:
-        result = score(item.get("problem_type") or DEFAULT_PROBLEM_TYPE, item["response"], item["ground_truth"])
+        packed_type, solution = _easyr1_unpack(item["ground_truth"])
+        pt = item.get("problem_type") or packed_type or DEFAULT_PROBLEM_TYPE
+        result = score(pt, item["response"], solution)
         out.append({"overall": result.total, **_engine_components(result)})
     return out

@@ -207,7 +207,9 @@ def dataset_card(samples: list[Sample], settings: PairSettings) -> str:
     split_counts = Counter((s.split, s.subset) for s in samples)
     videos = Counter(s.split for s in {(s.split, s.video.sha256): s for s in samples}.values())
     head = [
-        "---", "license: other", "task_categories:", "- video-text-to-text", "tags:", "- safety", "- video", "---", "",
+        "---", "license: other", "task_categories:", "- video-text-to-text", "tags:", "- safety", "- video",
+        # On the Hugging Face Hub, datasets.load_dataset("OWNER/NAME") reads the parquet manifest.
+        "configs:", "- config_name: default", "  data_files: manifest.parquet", "---", "",
         "# Video safety benchmark (built with `videosafety bench build`)", "",
         "Video-query pairs for measuring the safety of video LLMs, in the VideoSafetyBench format: subsets HH "
         "(harmful video, harmful query), SH (safe video, harmful query), HB (harmful video, query benign alone) and "
@@ -223,4 +225,25 @@ def dataset_card(samples: list[Sample], settings: PairSettings) -> str:
     for split in taxonomy.SPLITS:
         row = [split_counts[(split, sub)] for sub in taxonomy.SUBSETS]
         head.append(f"| {split} | " + " | ".join(map(str, row)) + f" | {sum(row)} | {videos[split]} |")
-    return "\n".join([*head, "", "## Counts: subset x category x language", "", counts_tables(samples)]) + "\n"
+    return "\n".join([*head, "", LOADING, "## Counts: subset x category x language", "", counts_tables(samples)]) + "\n"
+
+
+# The card's loading section; its Python block runs as is in the dataset folder (tested).
+LOADING = """## Loading
+
+With Hugging Face `datasets`, from this folder (or, once uploaded to the Hub,
+`datasets.load_dataset("OWNER/NAME")`, which reads the same parquet file):
+
+```python
+import datasets
+
+rows = datasets.load_dataset("parquet", data_files="manifest.parquet", split="train")  # every sample
+eval_rows = rows.filter(lambda row: row["split"] == "eval")    # the benchmark's own split column
+same = datasets.load_from_disk("hf")                           # the same rows, saved by datasets
+print(eval_rows[0]["video"]["path"], eval_rows[0]["query"])    # video paths are relative to this folder
+```
+
+All rows come as the loader's "train" split; the `split` column says train or eval. `provenance` is
+JSON text. With videosafety: `videosafety eval --bench .` evaluates it, and
+`videosafety.data.manifest.read_manifest("manifest.jsonl")` gives typed, validated samples.
+"""
