@@ -50,8 +50,9 @@ def videosafety(*args: str) -> list[str]:
     return [sys.executable, "-m", "faults.killpoint", "-m", "videosafety", *map(str, args)]
 
 
-def script(path: str | Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "faults.killpoint", str(path), *map(str, args)]
+def module(name: str, *args: str) -> list[str]:
+    """`python -m name args` through the kill-point launcher."""
+    return [sys.executable, "-m", "faults.killpoint", "-m", name, *map(str, args)]
 
 
 def run(cmd: list[str], *, kill_at: str | None = None, timeout: float = 600, check: bool = True,
@@ -249,7 +250,7 @@ def compare_run(ref: Path, got: Path, *, report: bool = True) -> Diff:
     for f in sorted((ref / "verdicts").glob("*.jsonl")):
         d.add(compare_jsonl(f, got / "verdicts" / f.name, RUN_KEY, f"verdicts/{f.name}"))
         d.add(compare_json(f.with_suffix(".json"), got / "verdicts" / f.with_suffix(".json").name,
-                           f"verdicts/{f.stem}.json", drop=RUN_DROP | {"newly_judged", "cached"}))
+                           f"verdicts/{f.stem}.json", replace=paths, drop=RUN_DROP | {"newly_judged", "cached"}))
     d.add(compare_json(ref / "run.json", got / "run.json", "run.json", replace=paths,
                        drop=TIMING_KEYS | {"versions"}))
     if report:
@@ -339,10 +340,25 @@ def compare_build(ref: Path, got: Path) -> Diff:
     manifest = ref / "dataset" / "manifest.jsonl"
     if manifest.exists():
         d.add(compare_jsonl(manifest, got / "dataset" / "manifest.jsonl", lambda r: r["id"], "dataset/manifest.jsonl"))
+        other = got / "dataset" / "README.md"
+        if not other.exists() or file_digest(other) != file_digest(ref / "dataset" / "README.md"):
+            d.differing += 1
+            d.notes.append("dataset/README.md differs")
+        d.add(compare_rows(_parquet_rows(ref / "dataset" / "manifest.parquet"),
+                           _parquet_rows(got / "dataset" / "manifest.parquet"), lambda r: r["id"],
+                           "dataset/manifest.parquet"))
     stray = leftovers(got)
     if stray:
         d.notes.append(f"left behind: {stray}")
     return d
+
+
+def _parquet_rows(path: Path) -> list[dict]:
+    from videosafety.data.manifest import read_manifest
+
+    if not path.exists():
+        return []
+    return [s.model_dump(mode="json") for s in read_manifest(path)]
 
 
 def _build_key(r: dict):
