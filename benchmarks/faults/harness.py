@@ -115,6 +115,32 @@ def sqlite_rows(path: Path, table: str) -> int:
             return 0
 
 
+def synthetic_corpus(folder: Path, hints: list[str]) -> Path:
+    """Clips for `bench build`, one per hint (a category, a sub-category, or "" for none), each
+    moving its own way (no near duplicates), and their metadata CSV; returns the CSV."""
+    import numpy as np
+
+    from videosafety.video import encode_video
+
+    (folder / "videos").mkdir(parents=True, exist_ok=True)
+    w, hh, n = 96, 64, 30
+    lines = ["video,category_hint,language,source,licence"]
+    for i, hint in enumerate(hints):
+        g = np.random.default_rng(i + 1)
+        bg = g.integers(0, 255, size=3)
+        frames = np.empty((n, hh, w, 3), dtype=np.uint8)
+        sx, sy = 1 + i % 3, 1 + (i // 3) % 3
+        for t in range(n):
+            frames[t] = bg
+            x, y = (5 * i + sx * 2 * t) % (w - 16), (7 * i + sy * t) % (hh - 16)
+            frames[t, y:y + 16, x:x + 16] = 255 - bg
+            frames[t, (3 * i) % hh, :] = (37 * i) % 256
+        encode_video(folder / "videos" / f"v{i}.mp4", frames, fps=10, width=w, height=hh)
+        lines.append(f"v{i}.mp4,{hint},en,synthetic,CC0")
+    (folder / "meta.csv").write_text("\n".join(lines) + "\n")
+    return folder / "meta.csv"
+
+
 # ---------------------------------------------------------------- comparing
 
 @dataclass

@@ -41,13 +41,10 @@ def log(msg: str) -> None:
 
 def setup(workdir: Path) -> dict:
     """VSB-mini (with SFT and GRPO records beside it), a tiny model, a corpus of synthetic videos."""
-    import numpy as np
-
     from videosafety.data.vsb_mini import build_vsb_mini
     from videosafety.models.tiny import build_tiny_model, train_tokenizer
     from videosafety.train.builders import build_at_sft, build_grpo
     from videosafety.train.records import write_records
-    from videosafety.video import encode_video
 
     mini = workdir / "vsb-mini"
     build_vsb_mini(mini, workers=2)
@@ -62,24 +59,9 @@ def setup(workdir: Path) -> dict:
     model = build_tiny_model("qwen2_vl", workdir / "tiny", tokenizer=train_tokenizer(), seed=0)
 
     corpus = workdir / "corpus"
-    (corpus / "videos").mkdir(parents=True)
     hints = ["violence", "physical_violence", "fraud_deception", "", "scams_fraud", "", "graphic_gore", "",
              "hate_speech", "", "self_harm", ""]
-    w, hh, n = 96, 64, 30
-    lines = ["video,category_hint,language,source,licence"]
-    for i, hint in enumerate(hints):
-        g = np.random.default_rng(i + 1)
-        bg = g.integers(0, 255, size=3)
-        frames = np.empty((n, hh, w, 3), dtype=np.uint8)
-        sx, sy = 1 + i % 3, 1 + (i // 3) % 3
-        for t in range(n):
-            frames[t] = bg
-            x, y = (5 * i + sx * 2 * t) % (w - 16), (7 * i + sy * t) % (hh - 16)
-            frames[t, y:y + 16, x:x + 16] = 255 - bg
-            frames[t, (3 * i) % hh, :] = (37 * i) % 256
-        encode_video(corpus / "videos" / f"v{i}.mp4", frames, fps=10, width=w, height=hh)
-        lines.append(f"v{i}.mp4,{hint if hint in _known_hints() else ''},en,synthetic,CC0")
-    (corpus / "meta.csv").write_text("\n".join(lines) + "\n")
+    h.synthetic_corpus(corpus, [x if x in _known_hints() else "" for x in hints])
     return {"mini": mini, "model": model, "corpus": corpus}
 
 
