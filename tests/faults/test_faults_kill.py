@@ -228,3 +228,57 @@ def test_resume_trims_a_step_log_to_the_checkpoint_and_drops_a_torn_line(tmp_pat
     trim_step_log(log, 2)  # nothing to drop: left alone
     assert log.stat().st_mtime_ns == before
     trim_step_log(tmp_path / "absent.jsonl", 2)
+
+
+class Killed(BaseException):
+    """Stands for the SIGKILL inside a write (nothing after it runs, no handler catches it)."""
+
+
+def test_a_video_copy_cut_off_by_a_kill_is_copied_again(tmp_path, monkeypatch):
+    """bench build's pair stage copies videos into the benchmark when they cannot be hard-linked
+    (another file system). A copy cut off by a kill stood under the real name, and the rerun,
+    finding the file there, kept the truncated video."""
+    import importlib
+    import os
+    import shutil
+
+    pair = importlib.import_module("videosafety.data.construct.pair")  # the package exports a function of that name
+
+    src, dst = tmp_path / "src.mp4", tmp_path / "dataset" / "videos" / "src.mp4"
+    src.write_bytes(os.urandom(4096))
+
+    def cut_copy(a, b, **kw):
+        Path(b).write_bytes(Path(a).read_bytes()[:1000])
+        raise Killed
+
+    monkeypatch.setattr(os, "link", lambda a, b: (_ for _ in ()).throw(OSError(18, "Invalid cross-device link")))
+    monkeypatch.setattr(shutil, "copy2", cut_copy)
+    with pytest.raises(Killed):
+        pair._link(src, dst)
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "link", lambda a, b: (_ for _ in ()).throw(OSError(18, "Invalid cross-device link")))
+    pair._link(src, dst)  # the rerun
+    assert dst.read_bytes() == src.read_bytes()
+
+
+def test_a_parquet_manifest_write_cut_off_by_a_kill_leaves_the_previous_one(tmp_path, monkeypatch):
+    """manifest.parquet was written in place: a kill mid-write left a file that does not read
+    until the stage ran again; now it is written beside and renamed, as manifest.jsonl is."""
+    import pyarrow.parquet as pq
+
+    from videosafety.data.manifest import read_manifest, write_manifest
+    from videosafety.data.vsb_mini import build_vsb_mini
+
+    build_vsb_mini(tmp_path / "mini", workers=1)
+    samples = read_manifest(tmp_path / "mini" / "manifest.jsonl")[:20]
+    path = tmp_path / "manifest.parquet"
+    write_manifest(samples[:10], path)
+
+    def cut(self, table, *a, **kw):
+        raise Killed
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", cut)
+    with pytest.raises(Killed):
+        write_manifest(samples, path)
+    monkeypatch.undo()
+    assert [s.id for s in read_manifest(path)] == [s.id for s in samples[:10]]
