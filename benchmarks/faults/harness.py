@@ -67,10 +67,12 @@ def run(cmd: list[str], *, kill_at: str | None = None, timeout: float = 600, che
     return p
 
 
-def start(cmd: list[str], **extra_env: str) -> subprocess.Popen:
-    """Start in a new session (its own process group: the kill reaches its workers too)."""
-    return subprocess.Popen(cmd, env=env(**extra_env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+def start(cmd: list[str], *, stderr: Path | None = None, **extra_env: str) -> subprocess.Popen:
+    """Start in a new session (its own process group: the kill reaches its workers too); its
+    stderr goes to a file (a pipe nobody reads would stall a chatty process)."""
+    with open(stderr or os.devnull, "wb") as err:
+        return subprocess.Popen(cmd, env=env(**extra_env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, start_new_session=True)
 
 
 def kill_group(proc: subprocess.Popen) -> None:

@@ -94,6 +94,10 @@ class EntryPoint:
     def phase(self, out: Path) -> str:
         raise NotImplementedError
 
+    def started(self, out: Path) -> bool:
+        """The work has begun (imports and model loading done): random kills are drawn after it."""
+        return out.exists()
+
     def points(self, rng: random.Random) -> dict[str, str]:
         return {}
 
@@ -107,6 +111,9 @@ class Eval(EntryPoint):
 
     def compare(self, ref, got):
         return h.compare_run(ref, got)
+
+    def started(self, out):
+        return (out / "cache.sqlite").exists()
 
     def phase(self, out):
         if not (out / "responses.jsonl").exists():
@@ -150,6 +157,9 @@ class Judge(EntryPoint):
 
     def compare(self, ref, got):
         return h.compare_run(ref, got, report=False)
+
+    def started(self, out):
+        return (out / "verdicts" / "cache.sqlite").exists()
 
     def phase(self, out):
         if (out / "verdicts" / "rules.json").exists():
@@ -226,6 +236,9 @@ class Train(EntryPoint):
             d.notes.append(f"final model does not load: {why}")
         return d
 
+    def started(self, out):
+        return (out / "train_config.json").exists()
+
     def phase(self, out):
         if (out / "final").exists() or (out / "weights_rank0.sha256").exists():
             return "final save"
@@ -259,7 +272,7 @@ def _rerun_and_compare(ep: EntryPoint, ref: Path, out: Path) -> tuple[h.Diff, bo
     return ep.compare(ref, out), False
 
 
-def campaign(ep: EntryPoint, rng: random.Random, trials: int, point_trials: int) -> list[dict]:
+def campaign(ep: EntryPoint, rng: random.Random, trials: int, point_trials: int, from_work: bool) -> list[dict]:
     root = ep.work / ep.name.replace(" ", "-")
     root.mkdir(parents=True)
     ref = root / "ref"
@@ -268,10 +281,19 @@ def campaign(ep: EntryPoint, rng: random.Random, trials: int, point_trials: int)
     timed = root / "timed"  # a second uninterrupted run, warm like the trials: their time scale
     ep.prepare(timed)
     t0 = time.monotonic()
-    h.run(ep.command(timed), timeout=RERUN_TIMEOUT)
+    proc = h.start(ep.command(timed), stderr=root / "timed.err")
+    work_start = None
+    while proc.poll() is None:
+        if work_start is None and ep.started(timed):
+            work_start = time.monotonic() - t0
+        time.sleep(0.005)
     duration = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{ep.name}: exited {proc.returncode}: {(root / 'timed.err').read_text()[-2000:]}")
+    work_start = work_start if work_start is not None else 0.0
     check = ep.compare(ref, timed)
-    log(f"{ep.name}: uninterrupted run {duration:.1f} s; two uninterrupted runs agree: {check}")
+    log(f"{ep.name}: uninterrupted run {duration:.1f} s, its work from {work_start:.1f} s; two uninterrupted "
+        f"runs agree: {check}")
     if not check.clean:
         raise RuntimeError(f"{ep.name}: two uninterrupted runs differ, nothing to compare kills with: {check}")
     shutil.rmtree(timed)
@@ -292,19 +314,22 @@ def campaign(ep: EntryPoint, rng: random.Random, trials: int, point_trials: int)
     for i in range(trials):
         out = root / f"random-{i}"
         ep.prepare(out)
-        delay = rng.uniform(0, duration)
-        proc = h.start(ep.command(out))
-        start = time.monotonic()
-        killed = h.kill_when(proc, lambda: time.monotonic() - start >= delay, timeout=RERUN_TIMEOUT)
+        proc = h.start(ep.command(out), stderr=root / "killed.err")
+        if from_work:  # uniformly within the work, once it has begun (start-up would take most kills)
+            delay = rng.uniform(0, duration - work_start)
+            killed = h.kill_when(proc, lambda: ep.started(out), delay=delay, timeout=RERUN_TIMEOUT)
+        else:  # uniformly within the whole run, start-up included
+            delay = rng.uniform(0, duration)
+            start = time.monotonic()
+            killed = h.kill_when(proc, lambda: time.monotonic() - start >= delay, timeout=RERUN_TIMEOUT)
         if not killed:
             proc.wait()
             if proc.returncode != 0:
                 log(f"{ep.name}: a run meant to be killed exited {proc.returncode} first: "
-                    f"{proc.stderr.read().decode(errors='replace')[-1500:]}")
-        proc.stderr.close()
+                    f"{(root / 'killed.err').read_text(errors='replace')[-1500:]}")
         phase = ep.phase(out) if killed else "finished first"
         diff, hung = _rerun_and_compare(ep, ref, out)
-        record(f"random: {phase}", diff, hung, f"killed at {delay:.2f} s")
+        record(f"random: {phase}", diff, hung, f"killed {delay:.2f} s after {'the work began' if from_work else 'start'}")
         shutil.rmtree(out, ignore_errors=True)
     for j in range(point_trials):
         for phase, spec in ep.points(rng).items():
@@ -324,7 +349,10 @@ def campaign(ep: EntryPoint, rng: random.Random, trials: int, point_trials: int)
 
 
 def run(seed: int, workdir: Path, trials: int = DEFAULT, point_trials: int | None = None,
-        only: tuple[str, ...] | None = None) -> list[dict]:
+        only: tuple[str, ...] | None = None, from_work: bool = True) -> list[dict]:
+    """trials random kills per entry point (from_work: drawn within the work, once imports and
+    model loading are done; else within the whole run), then point_trials rounds of the phase
+    kill points."""
     rng = random.Random(seed)
     point_trials = point_trials if point_trials is not None else max(1, trials // 10)
     t0 = time.monotonic()
@@ -336,6 +364,6 @@ def run(seed: int, workdir: Path, trials: int = DEFAULT, point_trials: int | Non
     for ep in eps:
         if only and ep.name not in only:
             continue
-        rows += campaign(ep, rng, trials, point_trials)
+        rows += campaign(ep, rng, trials, point_trials, from_work)
         (workdir / "rows.json").write_text(json.dumps(rows, indent=1))
     return rows
