@@ -354,7 +354,7 @@ def run(seed: int, workdir: Path, trials: int = DEFAULT, point_trials: int | Non
     model loading are done; else within the whole run), then point_trials rounds of the phase
     kill points."""
     rng = random.Random(seed)
-    point_trials = point_trials if point_trials is not None else max(1, trials // 10)
+    point_trials = point_trials if point_trials is not None else max(1, trials // 20)
     t0 = time.monotonic()
     fx = setup(workdir)
     log(f"fixtures {time.monotonic() - t0:.1f} s")
