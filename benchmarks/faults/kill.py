@@ -131,7 +131,7 @@ class Eval(EntryPoint):
         return {
             "generation (batch commit)": f"call:videosafety.evaluate.cache:ResponseCache.put:{rng.randint(1, 60)}",
             "writing responses": "torn:responses.jsonl:1",
-            "judging": f"call:videosafety.judges.rules:RulesJudge.judge:{rng.randint(1, 10)}",
+            "judging": f"call:videosafety.judges.rules:RulesJudge.judge:{rng.randint(1, 4)}",  # 240 rows, 64 a batch
             "writing verdicts": f"torn:{rng.choice(['rules.jsonl', 'rules.json'])}:1",
             "report": f"torn:{rng.choice(['results.json', 'report.md', 'report.html'])}:1",
             "run.json": f"torn:run.json:{rng.randint(1, 2)}",
@@ -166,7 +166,9 @@ class Judge(EntryPoint):
             return "finished first"
         if (out / "verdicts" / "rules.jsonl.tmp").exists() or (out / "verdicts" / "rules.jsonl").exists():
             return "writing verdicts"
-        return "judging" if h.sqlite_rows(out / "verdicts" / "cache.sqlite", "verdicts") else "start-up"
+        if h.sqlite_rows(out / "verdicts" / "cache.sqlite", "verdicts"):
+            return "judging"
+        return "judging, before the first commit" if (out / "verdicts" / "cache.sqlite").exists() else "start-up"
 
     def points(self, rng):
         return {"judging": f"call:videosafety.judges.rules:RulesJudge.judge:{rng.randint(1, 71)}",
