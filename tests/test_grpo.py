@@ -608,7 +608,9 @@ def test_resume_reaches_the_uninterrupted_weights(data, model_dir, tmp_path):
     for k in a:
         assert torch.equal(a[k], c[k]), k
     lc = [{k: v for k, v in r.items() if k not in drop} for r in log_of(tmp_path / "c")]
-    assert [r["step"] for r in lc] == [1, 2, 3, 3, 4] and lc[2] == lc[3]
+    assert [r["step"] for r in lc] == [1, 2, 3, 4]  # the killed run's row of step 3 gave way to the redone one
+    assert lc == [{k: v for k, v in r.items() if k not in drop} for r in la]
+    assert (tmp_path / "a" / "completions.jsonl").read_text() == (tmp_path / "c" / "completions.jsonl").read_text()
 
 
 # ---------------------------------------------------------------- two processes

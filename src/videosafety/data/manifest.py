@@ -205,13 +205,14 @@ def write_parquet(samples: Iterable[Sample], path: str | Path) -> int:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")  # as write_jsonl: a half file never stands under the real name
     writer, n, buf = None, 0, []
 
     def flush():
         nonlocal writer
         table = pa.Table.from_pylist(buf)
         if writer is None:
-            writer = pq.ParquetWriter(path, table.schema)
+            writer = pq.ParquetWriter(tmp, table.schema)
         writer.write_table(table.cast(writer.schema))
         buf.clear()
 
@@ -223,6 +224,7 @@ def write_parquet(samples: Iterable[Sample], path: str | Path) -> int:
     if buf or writer is None:
         flush()
     writer.close()
+    tmp.replace(path)
     return n
 
 

@@ -333,6 +333,8 @@ class GRPOTrainer:
     """Stage 4. `train` resumes from the newest complete checkpoint in output_dir and returns the
     folder of the final model."""
 
+    step_logs = (COMPLETIONS_FILE,)  # rows keyed by step: trimmed on resume like the log (train/loop.py)
+
     def __init__(self, cfg: TrainConfig, *, progress: bool = True, callbacks: Sequence[GRPOCallback] = ()):
         if cfg.stage != "grpo":
             raise ValueError(f"GRPOTrainer runs stage grpo, got {cfg.stage!r}")

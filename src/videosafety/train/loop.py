@@ -9,6 +9,12 @@ A chunk is the data between two places a run can be checkpointed: one optimizer 
 micro-batches (SFT) or one round's prompts (GRPO, which takes num_iterations steps on them).
 A checkpoint records the position after its chunk, so a resumed run sees the data, and draws
 the samples, the uninterrupted run would have.
+
+Killed at any moment and started again, a run ends as the uninterrupted one would: the same
+weights, bit for bit, and the same log. A checkpoint counts once its state file stands (written
+last, by rename), and on resume the step-keyed logs (train_log.jsonl and the trainer's own, e.g.
+GRPO's completions.jsonl) lose the rows of steps after the checkpoint, which are about to be
+redone, and a line a kill cut off.
 """
 
 from __future__ import annotations
@@ -77,6 +83,9 @@ class Trainer(Protocol):
         """At most steps_left optimizer steps on the chunk (none when all its samples were dropped),
         the stats of each; step: the optimizer steps done before the chunk."""
 
+    # Optional: `step_logs`, names of JSONL files in output_dir whose rows carry a "step" and are
+    # written as steps finish (the loop trims them on resume, as it trims LOG_FILE).
+
 
 def train_loop(trainer: Trainer, *, desc: str, show: tuple[str, ...], progress: bool = True,
                stop_after_steps: int | None = None) -> bool:
@@ -93,6 +102,8 @@ def train_loop(trainer: Trainer, *, desc: str, show: tuple[str, ...], progress: 
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(cfg.model_dump_json(indent=2))
+        for name in (LOG_FILE, *getattr(trainer, "step_logs", ())):
+            trim_step_log(out / name, position.step)
     bar = None
     if progress and accelerator.is_main_process:
         bar = tqdm(total=total_steps, initial=position.step, desc=desc, unit="step")
@@ -132,8 +143,14 @@ def _checkpoints(out: Path) -> list[Path]:
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    done = [c for c in _checkpoints(out) if (c / STATE_FILE).exists()]  # a checkpoint without state was cut off
-    return done[-1] if done else None
+    """The newest checkpoint whose state file stands and reads; one without it was cut off."""
+    for c in reversed(_checkpoints(out)):
+        try:
+            json.loads((c / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        return c
+    return None
 
 
 def load_checkpoint(accelerator, path: Path) -> dict:
@@ -150,10 +167,39 @@ def save_checkpoint(accelerator, out: Path, position: Position, *, keep: int) ->
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state = {"step": position.step, "epoch": position.epoch, "offset": position.offset}
-        (path / STATE_FILE).write_text(json.dumps(state))
+        _write_atomic(path / STATE_FILE, json.dumps(state))
         for old in _checkpoints(out)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def trim_step_log(path: Path, step: int) -> None:
+    """Keep the rows of steps up to `step` (the run resumes after it: later steps are redone and
+    logged again) and drop lines a kill cut off; a file with nothing to drop is left alone."""
+    if not path.exists():
+        return
+    kept, dropped = [], 0
+    for line in path.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            row_step = None
+        if isinstance(row_step, int) and row_step <= step:
+            kept.append(line + b"\n")
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(b"".join(kept))
+        tmp.replace(path)
 
 
 # ---------------------------------------------------------------- the end of a stage
