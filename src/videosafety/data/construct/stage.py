@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from videosafety.data.manifest import ManifestError, ManifestProblem, iter_jsonl_objects
+from videosafety.workers import process_pool
 
 
 def settings_fingerprint(stage: str, settings: BaseModel) -> str:
@@ -67,7 +67,7 @@ def parallel_map(fn: Callable, items: list, workers: int) -> Iterator:
     if workers <= 1 or len(items) <= 1:
         yield from map(fn, items)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         yield from pool.map(fn, items, chunksize=max(1, len(items) // (workers * 8)))
 
 

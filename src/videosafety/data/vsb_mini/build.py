@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -24,6 +23,7 @@ from videosafety.data.manifest import write_jsonl
 from videosafety.data.vsb_mini.render import FPS, HEIGHT, NUM_FRAMES, WIDTH, Scene, render_scene
 from videosafety.data.vsb_mini.text import SOURCE_LANGUAGE, load_texts
 from videosafety.schema import Sample, VideoRef
+from videosafety.workers import process_pool
 
 VSB_MINI_VERSION = "1"
 SAMPLES_PER_CELL = {"eval": 2, "train": 6}
@@ -98,7 +98,7 @@ def build_vsb_mini(
     if progress:
         progress(f"rendering {len(jobs)} videos with {workers} worker(s)")
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with process_pool(workers) as pool:
             digests = dict(pool.map(_encode, jobs, chunksize=4))
     else:
         digests = dict(map(_encode, jobs))
