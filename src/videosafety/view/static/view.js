@@ -233,7 +233,8 @@ const VS = (() => {
     const text = rowJSON(), status = $("copy-status");
     try { await navigator.clipboard.writeText(text); status.textContent = "copied"; }
     catch (e) {  // file:// and unfocused pages: fall back to a selected textarea
-      const ta = el("textarea", { id: "copy-text", readonly: true }); ta.value = text; document.body.append(ta); ta.select();
+      const ta = el("textarea", { id: "copy-text", readonly: true, rows: 12, cols: 100 }); ta.value = text;
+      $("sample-view").append(ta); ta.select();
       status.textContent = document.execCommand("copy") ? "copied" : "select and copy the text below";
       if (status.textContent === "copied") ta.remove();
     }
