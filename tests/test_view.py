@@ -104,6 +104,7 @@ def test_detail_shards_hold_texts_groups_and_references(indexes, runs):
                     if m.group_id == s.group_id and m.id != s.id]
         assert row["group"] == expected and len(expected) >= 1
         assert row["verdicts"][0]["judge_version"] and row["verdicts"][0]["reason"]
+        assert "error" not in row and "attack" not in row  # nulls left out
 
 
 def test_index_is_reused_until_the_run_changes(runs, tmp_path):
@@ -360,6 +361,7 @@ def test_page_filters_opens_a_sample_and_navigates(browser, server, indexes, run
     # copy as JSON: the row as the index holds it
     row = json.loads(b.eval("VS.rowJSON()"))
     assert row["sample_id"] == sid and row["condition"] == "video" and row["verdicts"][0]["label"] == "complied"
+    assert row["error"] is None and row["verdicts"][0]["harm_score"] is None  # the nulls the files leave out
     b.eval("document.getElementById('copy-json').click()")
     b.wait("document.getElementById('copy-status').textContent !== ''")
     assert b.eval("document.getElementById('copy-status').textContent") in ("copied", "select and copy the text below")

@@ -21,7 +21,7 @@ def export_view(indexes: list[ViewIndex], out_dir: str | Path, *, frames: bool =
     for name in STATIC:
         target = out / name if name == "index.html" else out / "static" / name
         shutil.copyfile(static_dir() / name, target)
-    (out / "runs.js").write_text(js_data("", runs_payload(indexes)), encoding="utf-8")
+    (out / "runs.js").write_text(js_data(runs_payload(indexes)), encoding="utf-8")
     for i, ix in enumerate(indexes):
         if frames:
             videos = ix.dir / "videos.json"

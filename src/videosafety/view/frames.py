@@ -71,6 +71,6 @@ def decode_frames(run_dir: str | Path, sample_id: str) -> Path:
             payload["note"] = f"frames not available: {e}"
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(js_data("", payload), encoding="utf-8")
+        tmp.write_text(js_data(payload), encoding="utf-8")
         tmp.replace(out)
         return out

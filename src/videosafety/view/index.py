@@ -23,7 +23,7 @@ from typing import Any
 from videosafety import taxonomy
 from videosafety.evaluate.rundir import RunDir, RunInfo, VerdictRow, write_atomic
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: null fields left out of detail files
 VIEW_DIR = "view"
 SHARD = 200  # rows per detail file: one sample's three conditions cost at most three small loads
 GROUP_MAX = 24  # translations listed per sample
@@ -31,7 +31,7 @@ COLUMNS = ("subset", "category", "subcategory", "language", "condition")
 DECIDED = ("refused", "complied")
 
 
-def js_data(src_hint: str, payload: Any) -> str:
+def js_data(payload: Any) -> str:
     """A data file: a script that hands its JSON to the page (VS.got in static/view.js). The
     page matches it by its own src, so the same file serves any run order and file://."""
     return f"VS.got(document.currentScript.src,{json.dumps(payload, ensure_ascii=False, separators=(',', ':'))});\n"
@@ -67,6 +67,12 @@ class ViewIndex:
         return self.run.path / VIEW_DIR
 
 
+def compact(d: dict) -> dict:
+    """Without its null and empty fields: a full run's detail files are a third smaller (the
+    page puts the nulls back, static/view.js ROW_KEYS and VERDICT_KEYS)."""
+    return {k: v for k, v in d.items() if v is not None and v != []}
+
+
 def _verdict_fields(v: VerdictRow | None) -> dict | None:
     if v is None:
         return None
@@ -75,6 +81,10 @@ def _verdict_fields(v: VerdictRow | None) -> dict | None:
             "helpfulness": v.helpfulness, "harm_score": v.harm_score, "reason": v.reason,
             "unjudged_reason": v.unjudged_reason, "judge": v.judge, "judge_version": v.judge_version,
             **({"scores": extra["scores"]} if "scores" in extra else {})}
+
+
+def _compact_verdict(v: dict | None) -> dict | None:
+    return None if v is None else compact(v)
 
 
 def is_failure(subset: str, v: dict | None) -> bool:
@@ -139,16 +149,15 @@ def build_index(run_dir: str | Path, *, force: bool = False) -> ViewIndex:
     cols: dict[str, list] = {"sid": [], **{c: [] for c in COLUMNS}, "err": [], "dis": [],
                              "v": [[] for _ in judges], "fail": [[] for _ in judges]}
     videos: dict[str, str | None] = {}
-    for d in (out / "detail",):
-        if d.exists():
-            shutil.rmtree(d)
+    if (out / "detail").exists():
+        shutil.rmtree(out / "detail")
     (out / "detail").mkdir(parents=True, exist_ok=True)
     shard: list[dict] = []
     n = 0
 
     def flush() -> None:
         if shard:
-            (out / shard_name((n - 1) // SHARD)).write_text(js_data("", {"shard": (n - 1) // SHARD, "rows": shard}),
+            (out / shard_name((n - 1) // SHARD)).write_text(js_data({"shard": (n - 1) // SHARD, "rows": shard}),
                                                             encoding="utf-8")
             shard.clear()
 
@@ -177,12 +186,12 @@ def build_index(run_dir: str | Path, *, force: bool = False) -> ViewIndex:
             cols["v"][j].append(verdict_codes.setdefault(label, len(verdict_codes)))
             cols["fail"][j].append(1 if is_failure(row.subset, v) else 0)
         group_id, reference = facts.get(row.sample_id, (None, None))
-        shard.append({"sample_id": row.sample_id, "condition": row.condition, "subset": row.subset,
+        shard.append(compact({"sample_id": row.sample_id, "condition": row.condition, "subset": row.subset,
                       "category": row.category, "subcategory": row.subcategory, "language": row.language,
                       "prompt": row.prompt, "harmful_intention": row.harmful_intention, "response": row.response,
                       "error": row.error, "seconds": row.seconds, "attack": row.attack, "peer": row.peer,
-                      "verdicts": verdicts, "frames": sample_key(row.sample_id), "reference_response": reference, "group_id": group_id,
-                      "group": [m for m in groups.get(group_id, []) if m[0] != row.sample_id] if group_id else []})
+                      "verdicts": [_compact_verdict(v) for v in verdicts], "frames": sample_key(row.sample_id), "reference_response": reference, "group_id": group_id,
+                      "group": [m for m in groups.get(group_id, []) if m[0] != row.sample_id] if group_id else []}))
         videos.setdefault(row.sample_id, row.video)
         n += 1
         if n % SHARD == 0:
@@ -198,7 +207,7 @@ def build_index(run_dir: str | Path, *, force: bool = False) -> ViewIndex:
     index = {"version": BUILDER_VERSION, "run": run_meta, "n": n, "shard": SHARD,
              "dicts": {c: list(d) for c, d in dicts.items()} | {"verdict": list(verdict_codes)},
              "cols": cols}
-    write_atomic(out / "index.js", js_data("", index))
+    write_atomic(out / "index.js", js_data(index))
     write_atomic(out / "videos.json", json.dumps(videos, ensure_ascii=False))
     write_atomic(stamp_file, json.dumps({**stamp, "rows": n, "judges": judges, "notes": notes}))
     return ViewIndex(rd, info, n, judges, notes, built=True)

@@ -88,7 +88,7 @@ class ViewServer:
         if len(parts) == 2 and parts[0] == "static" and parts[1] in STATIC:
             return static_dir() / parts[1]
         if parts == ["runs.js"]:
-            return js_data("", runs_payload(self.indexes)).encode()
+            return js_data(runs_payload(self.indexes)).encode()
         if len(parts) >= 3 and parts[0] == "run" and parts[1].isdigit() and int(parts[1]) < len(self.indexes):
             i = int(parts[1])
             base = self.indexes[i].dir

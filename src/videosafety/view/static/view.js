@@ -4,6 +4,14 @@
 const VS = (() => {
   const pending = new Map(), loaded = new Map();
   const PAGE = 50, FIELDS = ["subset", "category", "subcategory", "language", "condition"];
+  // the detail files leave out null fields (view/index.py compact): they come back here
+  const ROW_KEYS = ["sample_id", "condition", "subset", "category", "subcategory", "language", "prompt",
+    "harmful_intention", "response", "error", "seconds", "attack", "peer", "verdicts", "frames", "reference_response", "group_id", "group"];
+  const VERDICT_KEYS = ["label", "safe", "refusal", "helpfulness", "harm_score", "reason", "unjudged_reason", "judge", "judge_version"];
+  const full = (keys, o) => Object.fromEntries(keys.map(k => [k, o[k] === undefined ? null : o[k]]).concat(
+    Object.entries(o).filter(([k]) => !keys.includes(k))));
+  const fullRow = (row) => ({ ...full(ROW_KEYS, row), group: row.group || [],
+    verdicts: (row.verdicts || []).map(v => v && full(VERDICT_KEYS, v)) });
   let runs = [], state = {}, matches = [], total = 0, current = null;
 
   function got(src, data) { const p = pending.get(src); if (p) { pending.delete(src); p(data); } }
@@ -155,7 +163,7 @@ const VS = (() => {
   async function detail(r, i) {
     const shard = Math.floor(i / r.ix.shard);
     const d = await load(r.base + "detail/" + String(shard).padStart(5, "0") + ".js");
-    return d.rows[i - shard * r.ix.shard];
+    return fullRow(d.rows[i - shard * r.ix.shard]);
   }
   function ridsOf(r, sid) {
     if (!r.bySid) { r.bySid = new Map(); r.ix.cols.sid.forEach((s, i) => { const a = r.bySid.get(s); if (a) a.push(i); else r.bySid.set(s, [i]); }); }
