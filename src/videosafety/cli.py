@@ -644,6 +644,9 @@ def view_cmd(
                       highlight=False)
         return
     srv = ViewServer(indexes, host=host, port=port)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning:[/yellow] bound to {host}: anyone who reaches this address can read "
+                          "the runs' prompts and responses (no password)", highlight=False)
     console.print(f"viewing at {srv.url} (Ctrl-C to stop)", highlight=False)
     if not no_open:
         import webbrowser
