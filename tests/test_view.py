@@ -212,6 +212,18 @@ def test_nothing_outside_the_view_folders_is_served(server, path):
     assert status == 404, (path, body[:200])
 
 
+def test_only_loopback_host_names_are_answered(server):
+    """DNS rebinding: a page on another domain that resolves to 127.0.0.1 gets nothing."""
+    for host, status in ((f"127.0.0.1:{server.port}", 200), (f"localhost:{server.port}", 200),
+                         (f"evil.example:{server.port}", 421), ("evil.example", 421)):
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        conn.putrequest("GET", "/run/0/index.js", skip_host=True)
+        conn.putheader("Host", host)
+        conn.endheaders()
+        assert conn.getresponse().status == status, host
+        conn.close()
+
+
 def test_symlink_out_of_the_view_folder_is_refused(indexes, runs, tmp_path):
     link = indexes[1].dir / "detail" / "escape.js"
     link.symlink_to(runs["refuse-all"] / "responses.jsonl")

@@ -24,6 +24,7 @@ from videosafety.view.frames import decode_frames
 from videosafety.view.index import VIEW_DIR, ViewIndex, js_data, sample_key
 
 STATIC = ("index.html", "view.js", "view.css")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 TYPES = {".js": "text/javascript; charset=utf-8", ".html": "text/html; charset=utf-8",
@@ -73,6 +74,14 @@ class ViewServer:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
+
+    def host_allowed(self, host_header: str) -> bool:
+        """On loopback, only requests addressed to a loopback name: a page elsewhere that points
+        its own domain at 127.0.0.1 (DNS rebinding) cannot read the runs."""
+        if self.host not in LOOPBACK:
+            return True
+        name = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
+        return name.strip("[]") in LOOPBACK
 
     def sample_of_key(self, i: int, key: str) -> str | None:
         if self._keys[i] is None:
@@ -129,6 +138,9 @@ class ViewServer:
                     self.wfile.write(body)
 
             def do_GET(self):
+                if not server.host_allowed(self.headers.get("Host", "")):
+                    self._send(HTTPStatus.MISDIRECTED_REQUEST, b"unknown host\n", "text/plain; charset=utf-8")
+                    return
                 parts = safe_parts(self.path)
                 found = server.resolve(parts) if parts is not None else None
                 if found is None:
