@@ -159,6 +159,20 @@ def test_thumbnails_are_the_frames_of_the_runs_budget(indexes, runs, monkeypatch
     assert decode_frames(rd.path, row.sample_id) == out == frames_file(rd.path, row.sample_id)
 
 
+def test_cached_frames_go_when_the_runs_budget_changes(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["refuse-all"], run, ignore=shutil.ignore_patterns("view"))
+    build_index(run)
+    sid = next(RunDir(run).iter_responses()).sample_id
+    before = load_js(decode_frames(run, sid))["frames"]
+    info = json.loads((run / "run.json").read_text())
+    info["budget"] = {**info["budget"], "fps": None, "num_frames": 2}
+    (run / "run.json").write_text(json.dumps(info))
+    assert build_index(run).built is True and not frames_file(run, sid).exists()
+    after = load_js(decode_frames(run, sid))["frames"]
+    assert len(after) == 2 < len(before)
+
+
 def test_missing_video_is_a_note_not_an_error(runs, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(runs["refuse-all"], run, ignore=shutil.ignore_patterns("view"))
@@ -204,7 +218,7 @@ def test_serves_the_page_and_the_runs_view_files(server):
     "/run/0/../run.json", "/run/0/../../comply-all/run.json", "/run/0/%2e%2e/run.json", "/run/0/%2E%2E/responses.jsonl",
     "/run/0/%2e%2e%2fresponses.jsonl", "/run/0/..%2F..%2Fcomply-all%2Frun.json", "/run/0/detail/..%5c..%5crun.json",
     "/static/..%2f__init__.py", "/static/../index.py", "/static/chromium.py", "/etc/passwd", "//etc/passwd",
-    "/run/0//etc/passwd", "/run/0/%2fetc%2fpasswd", "/run/0/videos.json", "/run/0/stamp.json", "/run/2/index.js",
+    "/run/0//etc/passwd", "/run/0/%2fetc%2fpasswd", "/run/0/videos.json", "/run/0/stamp.json", "/run/0/frames-budget.json", "/run/2/index.js",
     "/run/-1/index.js", "/run/0/frames/../../responses.jsonl", "/run/0/frames/0123456789abcdef0123.js",
     "/run/0/index.js%00.jpg", "/run/0/%252e%252e/run.json", "/run/0/.", "/run/0/", "/run/0"])
 def test_nothing_outside_the_view_folders_is_served(server, path):
@@ -281,7 +295,8 @@ def test_cli_serves_on_loopback_and_exports(runs, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "exported" in out.stdout and (tmp_path / "site" / "index.html").is_file()
     assert (tmp_path / "site" / "run" / "1" / "detail" / "00000.js").is_file()
-    assert not list((tmp_path / "site").rglob("videos.json"))
+    copied = {p.name for p in (tmp_path / "site" / "run" / "1").iterdir()}
+    assert {"detail", "index.js"} <= copied <= {"detail", "index.js", "frames"}  # frames: those already cached
     bad = subprocess.run([sys.executable, "-m", "videosafety", "view", str(tmp_path / "nope"), "--no-open"],
                          capture_output=True, text=True, env=cli_env(), timeout=60)
     assert bad.returncode == 2 and "responses.jsonl" in bad.stderr

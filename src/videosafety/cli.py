@@ -627,10 +627,10 @@ def view_cmd(
 ) -> None:
     """Read a run's samples in the browser: filters, one sample's frames, responses and verdicts."""
     from videosafety.evaluate.rundir import RunError
-    from videosafety.view import ViewServer, ensure_index, export_view
+    from videosafety.view import ViewServer, build_index, export_view
 
     try:
-        indexes = [ensure_index(d) for d in run_dirs]
+        indexes = [build_index(d) for d in run_dirs]
     except (RunError, FileNotFoundError) as e:
         raise _fail(e)
     for ix in indexes:

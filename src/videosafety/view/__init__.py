@@ -14,8 +14,8 @@ the server and the export. Filtering happens in the page over the index's intege
 texts load a shard at a time, only for the sample opened.
 """
 
-from videosafety.view.index import ViewIndex, build_index, ensure_index
+from videosafety.view.index import ViewIndex, build_index
 from videosafety.view.export import export_view
 from videosafety.view.server import ViewServer
 
-__all__ = ["ViewIndex", "ViewServer", "build_index", "ensure_index", "export_view"]
+__all__ = ["ViewIndex", "ViewServer", "build_index", "export_view"]

@@ -30,6 +30,10 @@ def export_view(indexes: list[ViewIndex], out_dir: str | Path, *, frames: bool =
         dest = out / "run" / str(i)
         if dest.exists():
             shutil.rmtree(dest)
-        shutil.copytree(ix.dir, dest, ignore=shutil.ignore_patterns("videos.json", "stamp.json", "*.tmp"))
+        dest.mkdir(parents=True)
+        shutil.copyfile(ix.dir / "index.js", dest / "index.js")  # what the page reads, not the builder's files
+        for part in ("detail", "frames"):
+            if (ix.dir / part).is_dir():
+                shutil.copytree(ix.dir / part, dest / part, ignore=shutil.ignore_patterns("*.tmp"))
     files = [p for p in out.rglob("*") if p.is_file()]
     return {"files": len(files), "bytes": sum(p.stat().st_size for p in files), "path": str(out)}

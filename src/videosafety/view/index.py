@@ -5,7 +5,8 @@
                                 per judge a verdict code and a failure bit
     RUN/view/detail/NNNN.js     SHARD rows each: prompt, response, error, every verdict in full,
                                 the sample's reference response and translation group
-    RUN/view/videos.json        sample id -> the row's video path (for frames.py; never shown)
+    RUN/view/videos.json        sample id -> the row's video path (for frames.py; never served)
+    RUN/view/frames-budget.json the budget the cached frames were decoded with; another one clears them
 
 The run is read only through evaluate.rundir; the manifest only for what response rows do not
 carry (translation group, reference response), and the index says so when it cannot be read.
@@ -138,6 +139,14 @@ def build_index(run_dir: str | Path, *, force: bool = False) -> ViewIndex:
         if old and old.get("files") == stamp["files"] and old.get("builder") == BUILDER_VERSION:
             return ViewIndex(rd, info, old["rows"], old["judges"], old["notes"], built=False)
 
+    frames = out / "frames"
+    budget_file = out / "frames-budget.json"
+    budget_now = json.dumps(info.budget if info is not None else None, sort_keys=True)
+    if frames.exists() and (not budget_file.is_file() or budget_file.read_text() != budget_now):
+        shutil.rmtree(frames)  # decoded under another frame budget: not the frames the model got
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(budget_file, budget_now)
+
     notes: list[str] = []
     facts, groups = _manifest_facts(rd, info, notes)
     judges = list(rd.verdict_files())
@@ -186,12 +195,14 @@ def build_index(run_dir: str | Path, *, force: bool = False) -> ViewIndex:
             cols["v"][j].append(verdict_codes.setdefault(label, len(verdict_codes)))
             cols["fail"][j].append(1 if is_failure(row.subset, v) else 0)
         group_id, reference = facts.get(row.sample_id, (None, None))
-        shard.append(compact({"sample_id": row.sample_id, "condition": row.condition, "subset": row.subset,
-                      "category": row.category, "subcategory": row.subcategory, "language": row.language,
-                      "prompt": row.prompt, "harmful_intention": row.harmful_intention, "response": row.response,
-                      "error": row.error, "seconds": row.seconds, "attack": row.attack, "peer": row.peer,
-                      "verdicts": [_compact_verdict(v) for v in verdicts], "frames": sample_key(row.sample_id), "reference_response": reference, "group_id": group_id,
-                      "group": [m for m in groups.get(group_id, []) if m[0] != row.sample_id] if group_id else []}))
+        group = [m for m in groups.get(group_id, []) if m[0] != row.sample_id] if group_id else []
+        shard.append(compact({
+            "sample_id": row.sample_id, "condition": row.condition, "subset": row.subset, "category": row.category,
+            "subcategory": row.subcategory, "language": row.language, "prompt": row.prompt,
+            "harmful_intention": row.harmful_intention, "response": row.response, "error": row.error,
+            "seconds": row.seconds, "attack": row.attack, "peer": row.peer,
+            "verdicts": [_compact_verdict(v) for v in verdicts], "frames": sample_key(row.sample_id),
+            "reference_response": reference, "group_id": group_id, "group": group}))
         videos.setdefault(row.sample_id, row.video)
         n += 1
         if n % SHARD == 0:
@@ -199,7 +210,7 @@ def build_index(run_dir: str | Path, *, force: bool = False) -> ViewIndex:
     flush()
 
     budget = info.budget if info is not None else None
-    run_meta = {"path": str(rd.path.resolve()), "name": rd.path.name,
+    run_meta = {"name": rd.path.name,  # no absolute path: an export may travel
                 "model": info.model if info else rd.path.name,
                 "model_revision": info.model_revision if info else None, "budget": budget,
                 "conditions": info.conditions if info else sorted(dicts["condition"]),
@@ -211,7 +222,3 @@ def build_index(run_dir: str | Path, *, force: bool = False) -> ViewIndex:
     write_atomic(out / "videos.json", json.dumps(videos, ensure_ascii=False))
     write_atomic(stamp_file, json.dumps({**stamp, "rows": n, "judges": judges, "notes": notes}))
     return ViewIndex(rd, info, n, judges, notes, built=True)
-
-
-def ensure_index(run_dir: str | Path) -> ViewIndex:
-    return build_index(run_dir)

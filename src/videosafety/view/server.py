@@ -102,8 +102,8 @@ class ViewServer:
             i = int(parts[1])
             base = self.indexes[i].dir
             rest = parts[2:]
-            if rest == ["videos.json"] or rest == ["stamp.json"]:
-                return None  # the builder's bookkeeping, not the page's
+            if rest != ["index.js"] and rest[0] not in ("detail", "frames"):
+                return None  # the builder's bookkeeping (stamp, video paths) is not the page's
             if len(rest) == 2 and rest[0] == "frames" and rest[1].endswith(".js"):
                 key = rest[1][:-3]
                 if not (base / "frames" / rest[1]).is_file():
