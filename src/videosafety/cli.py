@@ -623,7 +623,7 @@ def view_cmd(
     port: int = typer.Option(0, help="Port (0: a free one)."),
     no_open: bool = typer.Option(False, "--no-open", help="Do not open the page in a browser."),
     export: Path = typer.Option(None, "--export", help="Write the page as static files into DIR (opens from disk) and exit."),
-    no_frames: bool = typer.Option(False, "--no-frames", help="With --export: leave out the thumbnails (no video is decoded)."),
+    no_frames: bool = typer.Option(False, "--no-frames", help="With --export: decode no video (thumbnails already cached are still included)."),
 ) -> None:
     """Read a run's samples in the browser: filters, one sample's frames, responses and verdicts."""
     from videosafety.evaluate.rundir import RunError

@@ -230,7 +230,8 @@ const VS = (() => {
     }
     try {
       const f = await load(r.base + "frames/" + row.frames + ".js");
-      frames.textContent = ""; frames.append(el("h3", {}, "frames the model was given" + (f.budget ? " (budget " + f.budget + ")" : "")));
+      frames.textContent = ""; frames.append(el("h3", {}, "frames the model was given" + (f.budget ? " (budget " + f.budget + ")" : "")),
+        el("p", { class: "hint" }, "in the video condition; text had none, blank had as many gray frames"));
       if (f.note) frames.append(el("p", { class: "note" }, f.note));
       frames.append(el("div", { class: "frames" }, ...f.frames.map(x =>
         el("figure", {}, el("img", { src: r.base + x.src, alt: "frame at " + x.t + " s", loading: "lazy" }), el("figcaption", {}, x.t + " s")))));
