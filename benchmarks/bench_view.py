@@ -5,7 +5,8 @@ samples x 3 conditions = 232,938 rows, bench_report.synth_run), then
 - in headless Chromium against the local server: time to first screen (page load to the first
   list rendered), and time to apply a filter (hash change to the list redrawn), both as the
   page measures them (performance.now) and as seen from outside (wall clock);
-- the static export (no frames: the synthetic run has no videos): files and size.
+- the static export (no frames: the synthetic run has no videos): files and size, and its first
+  screen opened from file://.
 
     python benchmarks/bench_view.py [--samples 77646] [--judges 2] [--work DIR]
 """
@@ -87,6 +88,17 @@ def main() -> None:
     t0 = time.perf_counter()
     sizes = export_view([ix], work / "export", frames=False)
     print(f"static export: {sizes['files']:,} files, {sizes['bytes'] / 2**20:.1f} MiB in {time.perf_counter() - t0:.1f} s")
+    if chromium is not None:
+        with tempfile.TemporaryDirectory() as prof:
+            b = Browser(chromium, Path(prof))
+            try:
+                t0 = time.perf_counter()
+                b.goto((work / "export" / "index.html").as_uri() + "#fail=1&language=fr")
+                b.wait("document.body.dataset.ready === '1'", timeout=60)
+                print(f"export from file://, first screen with a filter: {time.perf_counter() - t0:.2f} s wall; "
+                      f"{b.eval(COUNTS)}")
+            finally:
+                b.close()
 
 
 if __name__ == "__main__":
