@@ -616,6 +616,50 @@ def report_cmd(
         console.print(f"{kind}: {path}")
 
 
+@app.command("view")
+def view_cmd(
+    run_dirs: list[Path] = typer.Argument(..., help="Run folders (several: the same sample across models)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless you say otherwise)."),
+    port: int = typer.Option(0, help="Port (0: a free one)."),
+    no_open: bool = typer.Option(False, "--no-open", help="Do not open the page in a browser."),
+    export: Path = typer.Option(None, "--export", help="Write the page as static files into DIR (opens from disk) and exit."),
+    no_frames: bool = typer.Option(False, "--no-frames", help="With --export: decode no video (thumbnails already cached are still included)."),
+) -> None:
+    """Read a run's samples in the browser: filters, one sample's frames, responses and verdicts."""
+    from videosafety.evaluate.rundir import RunError
+    from videosafety.view import ViewServer, build_index, export_view
+
+    try:
+        indexes = [build_index(d) for d in run_dirs]
+    except (RunError, FileNotFoundError) as e:
+        raise _fail(e)
+    for ix in indexes:
+        console.print(f"{ix.run.path}: {ix.rows:,} rows, judges: {', '.join(ix.judges) or 'none'}"
+                      f"{' (index built)' if ix.built else ''}", highlight=False)
+        for note in ix.notes:
+            err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    if export is not None:
+        sizes = export_view(indexes, export, frames=not no_frames)
+        console.print(f"exported {sizes['files']} files, {sizes['bytes'] / 2**20:.1f} MiB: {export / 'index.html'}",
+                      highlight=False)
+        return
+    srv = ViewServer(indexes, host=host, port=port)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning:[/yellow] bound to {host}: anyone who reaches this address can read "
+                          "the runs' prompts and responses (no password)", highlight=False)
+    console.print(f"viewing at {srv.url} (Ctrl-C to stop)", highlight=False)
+    if not no_open:
+        import webbrowser
+
+        webbrowser.open(srv.url)
+    try:
+        srv.httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.httpd.server_close()
+
+
 @app.command("serve")
 def serve_cmd(
     model: str = typer.Option(None, help="hf:PATH_OR_ID (alarm-token checkpoints included); default: the demo model."),
