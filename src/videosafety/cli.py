@@ -583,6 +583,22 @@ def report_cmd(
         console.print(f"{kind}: {path}")
 
 
+@app.command("import-inspect")
+def import_inspect_cmd(
+    log: Path = typer.Argument(..., help="An inspect_ai log (.eval or .json) of the videosafetybench task."),
+    out: Path = typer.Option(..., "--out", help="The run folder to write (run.json, responses.jsonl, verdicts/)."),
+) -> None:
+    """Read an inspect_ai log of the videosafetybench task into a run folder, which
+    `videosafety report` compares with runs of `videosafety eval` (needs the `inspect` extra)."""
+    try:
+        from videosafety.integrations.inspect import import_log
+
+        run = import_log(log, out)
+    except (ImportError, ValueError, OSError) as e:
+        raise _fail(e)
+    console.print(f"run folder: {run}")
+
+
 @app.command("serve")
 def serve_cmd(
     model: str = typer.Option(None, help="hf:PATH_OR_ID (alarm-token checkpoints included); default: the demo model."),
