@@ -99,6 +99,15 @@ def test_inspect_equals_our_harness(mini, server, tmp_path, monkeypatch):
     inspect_seconds = time.perf_counter() - t0
     assert log.status == "success", log.error
     imported = import_log(log.location, tmp_path / "inspect")
+    # what inspect sent: our budget's 4 frames as images before the text (video, blank); text alone
+    from inspect_ai.log import read_eval_log
+
+    for sample in read_eval_log(log.location).samples[:: LIMIT]:
+        content = sample.messages[0].content
+        if sample.id.endswith("|text"):
+            assert isinstance(content, str)
+        else:
+            assert [c.type for c in content] == ["image"] * DEMO_BUDGET.num_frames + ["text"]
 
     a = list(RunDir(ours).iter_responses())
     b = list(RunDir(imported).iter_responses())
@@ -181,6 +190,39 @@ def test_inspect_cli_and_import_command(mini, tmp_path):
         assert r["frr"]["SafeQ"][cond]["all"]["value"] == 1.0
     rows = [json.loads(x) for x in (run / "responses.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and all(r["response"] and r["error"] is None for r in rows)
+
+
+def test_video_media_puts_one_mp4_in_the_message(mini):
+    """media="video" (providers that take video): the solver puts our sampled frames, encoded as
+    our OpenAI backend encodes them (one mp4), before the text. Called directly with inspect's own
+    TaskState; `generate` is the identity here, since no provider this machine runs takes video."""
+    import asyncio
+    import base64
+
+    from inspect_ai.model import ContentVideo, ModelName
+
+    from videosafety.integrations.inspect import videosafetybench
+    from inspect_ai.solver import TaskState
+
+    task = videosafetybench(bench=str(mini), subsets="HH", limit=1, conditions="video", num_frames=3, media="video")
+    sample = task.dataset[0]
+    state = TaskState(ModelName("none/none"), sample.id, 0, sample.input, [], metadata=sample.metadata)
+    seen = {}
+
+    async def generate(st, **config):
+        seen.update(config)
+        return st
+
+    out = asyncio.run(task.solver(state, generate))
+    [video, text] = out.messages[0].content
+    assert isinstance(video, ContentVideo) and video.format == "mp4" and text.text == sample.input
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(base64.b64decode(video.video.split(",", 1)[1]))) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 3  # the 3 frames we sampled, no more
+    assert "extra_body" not in seen  # frame metadata goes with image frames only
 
 
 def test_import_refuses_other_logs(tmp_path):
