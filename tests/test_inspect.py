@@ -230,3 +230,41 @@ def test_import_refuses_other_logs(tmp_path):
 
     with pytest.raises((FileNotFoundError, ValueError, OSError)):
         import_log(tmp_path / "absent.eval", tmp_path / "run")
+
+
+def test_unreadable_video_becomes_a_row_error(mini, tmp_path, monkeypatch):
+    """A sample whose video cannot be decoded fails alone; the run goes on (max_error_rate) and the
+    converter writes `video: ...` on its row, which the report leaves out of n."""
+    import shutil
+
+    from inspect_ai import eval as inspect_eval
+
+    from videosafety.evaluate.rundir import RunDir
+    from videosafety.integrations.inspect import import_log, videosafetybench
+    from videosafety.models.reference import ReferencePolicy
+    from videosafety.report.results import compute_results
+    from videosafety.serve import BackgroundServer, create_app
+
+    rows = [json.loads(x) for x in Path(mini).read_text().splitlines()]
+    by_video = {r["video"]["path"]: r for r in rows if r["split"] == "eval" and r["subset"] == "HH"}
+    picked = list(by_video.values())[:2]  # two samples with videos of their own
+    (tmp_path / "bench" / "videos").mkdir(parents=True)
+    for r in picked:
+        shutil.copyfile(Path(mini).parent / r["video"]["path"], tmp_path / "bench" / r["video"]["path"])
+    broken = tmp_path / "bench" / picked[1]["video"]["path"]
+    broken.write_bytes(broken.read_bytes()[:200])  # a truncated file: no frame decodes
+    manifest = tmp_path / "bench" / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in picked))
+
+    with BackgroundServer(create_app(ReferencePolicy("refuse-all"), model_name="refuser")) as srv:
+        _inspect_env(monkeypatch, srv.url)
+        [log] = inspect_eval(videosafetybench(bench=str(manifest), conditions="video", num_frames=2,
+                                              max_error_rate=1), model=f"openai-api/{SERVICE}/refuser",
+                             log_dir=str(tmp_path / "logs"), display="none")
+    run = import_log(log.location, tmp_path / "run")
+    got = {r.sample_id: r for r in RunDir(run).iter_responses()}
+    assert got[picked[0]["id"]].response and got[picked[0]["id"]].error is None
+    bad = got[picked[1]["id"]]
+    assert bad.response is None and bad.error.startswith("video: ") and "VideoInputError" in bad.error
+    cell = compute_results(run).runs[0].rate("dsr", "HH", "video")
+    assert (cell.k, cell.n, cell.no_response) == (1, 1, 1)

@@ -98,6 +98,11 @@ def sample_id(item: WorkItem) -> str:
 # ------------------------------------------------------------------------------------ solver
 
 
+class VideoInputError(Exception):
+    """A sample's video could not be read (videosafety.video.VideoError): the sample fails, and
+    the converter writes a ``video: ...`` error on its row, as our runner does."""
+
+
 def _encoder(media: str, image_format: str, jpeg_quality: int, video_metadata: bool):
     """Our OpenAI backend, used only for its request builder (no server is asked: the revision is
     given, so nothing is probed)."""
@@ -130,6 +135,7 @@ def video_input(items: dict[str, WorkItem], root: str, budget: FrameBudget, medi
     """The sample's model input under its condition, as our OpenAI backend sends it, then
     generate. A video that cannot be decoded fails the sample (inspect records the error; the
     converter writes it on the row as ``video: ...``, as our runner does)."""
+    from videosafety import video as vio
     from videosafety.conditions import model_input
     from videosafety.models.base import GenerationSettings
 
@@ -142,8 +148,11 @@ def video_input(items: dict[str, WorkItem], root: str, budget: FrameBudget, medi
         item = items[str(state.sample_id)]
 
         def build() -> dict:
-            inp = model_input(item.sample, item.condition, budget, root, timeout=decode_timeout,
-                              query=item.sample.prompt)
+            try:
+                inp = model_input(item.sample, item.condition, budget, root, timeout=decode_timeout,
+                                  query=item.sample.prompt)
+            except vio.VideoError as e:
+                raise VideoInputError(str(e)) from e
             return encoder.build_request(inp, settings)
 
         request = await asyncio.to_thread(build)
@@ -258,7 +267,8 @@ def videosafetybench(bench: str = "vsb-mini", split: str = "eval", subsets: Any 
                            video_metadata=str(video_metadata).lower() not in ("false", "0", "no")),
         scorer=videosafety_judge(judge=judge, root=root, device=judge_device),
         config=GenerateConfig(max_tokens=int(max_new_tokens), temperature=0.0),
-        fail_on_error=float(max_error_rate) if float(max_error_rate) > 0 else True,
+        # inspect: a fraction below 1 fails the eval past that share of failed samples; False never
+        fail_on_error=False if float(max_error_rate) >= 1 else (float(max_error_rate) or True),
         metadata={METADATA_KEY: {"manifest": str(manifest), "conditions": list(chosen),
                                  "budget": budget.model_dump(mode="json"), "filter": asdict(selection),
                                  "instruction": text, "prompt_version": PROMPT_VERSION, "media": media}},
@@ -301,16 +311,22 @@ def import_log(log: str | Path, out: str | Path) -> Path:
     labels: dict[str, int] = {}
     for s in samples:
         fields = s.metadata[METADATA_KEY]
-        error = None
+        error = judge_error = None
+        completion = s.output.completion if s.output is not None and not s.output.error else None
         if s.error is not None:
-            message = s.error.message.strip().splitlines()[-1] if s.error.message else "error"
-            kind = "video" if "VideoError" in (s.error.traceback or "") or "Video" in message else "request"
-            error = f"{kind}: {message}"
+            message = s.error.message.strip() or "error"
+            if VideoInputError.__name__ in message:
+                error = f"video: {message}"
+            elif completion:  # the model answered; the scorer (the judge) failed
+                judge_error = message
+            else:
+                error = f"request: {message}"
+        elif s.output is not None and s.output.error:
+            error = f"request: {s.output.error}"
+        if error is not None:
+            kind = error.partition(":")[0]
             errors[kind] = errors.get(kind, 0) + 1
-        response = s.output.completion if error is None and s.output is not None else None
-        if response is not None and s.output.error:
-            error, response = f"request: {s.output.error}", None
-            errors["request"] = errors.get("request", 0) + 1
+        response = completion if error is None else None
         seconds = s.total_time if s.total_time is not None else None
         rows.append(ResponseRow(**fields, response=response, error=error, seconds=seconds, model=model,
                                 model_revision=None, generation=generation, budget=meta["budget"],
@@ -328,7 +344,7 @@ def import_log(log: str | Path, out: str | Path) -> Path:
         else:
             verdicts.append(VerdictRow(**groups, judged=False, label=None, safe=None, refusal=None, reason=None,
                                        unjudged_reason=NO_RESPONSE if response is None else
-                                       "judge not reached: no score in the inspect log"))
+                                       f"judge not reached: {judge_error or 'no score in the inspect log'}"))
     n_errors = sum(errors.values())
     elapsed = _elapsed(ev) or 0.0
     info = RunInfo(model=model, model_revision=None, manifest=meta["manifest"], conditions=meta["conditions"],
@@ -371,5 +387,5 @@ def _elapsed(ev) -> float | None:
     return (datetime.fromisoformat(stats.completed_at) - datetime.fromisoformat(stats.started_at)).total_seconds()
 
 
-__all__ = ["MISSING", "TASK_NAME", "figures", "import_log", "video_input", "videosafety_figures",
+__all__ = ["MISSING", "TASK_NAME", "VideoInputError", "figures", "import_log", "video_input", "videosafety_figures",
            "videosafety_judge", "videosafetybench"]
