@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("inspect_ai", reason="the `inspect` extra is not installed (pip install -e '.[inspect]')")
+pytest.importorskip("inspect_ai", reason="the `inspect` extra is not installed (pip install -c constraints-inspect.txt -e '.[inspect]')")
 
 SERVED = "demo"
 SERVICE = "vstest"  # inspect's openai-api service: VSTEST_BASE_URL, VSTEST_API_KEY

@@ -614,7 +614,7 @@ def lmms_eval_task_cmd(
     max_frames: int = typer.Option(None),
     judge: str = typer.Option("rules", help="The judge process_results runs (a spec of `videosafety judge`)."),
     instruction: str = typer.Option(None),
-    max_new_tokens: int = typer.Option(256),
+    max_new_tokens: int = typer.Option(None, help="Most new tokens per response (default 256)."),
 ) -> None:
     """Write VideoSafetyBench's lmms-eval task folder (tasks videosafety, videosafety_video,
     videosafety_text, videosafety_blank) for a selection of samples."""

@@ -43,8 +43,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-MISSING = ("inspect_ai is not installed: pip install -e \".[inspect]\" (the tested version is pinned in "
-           "pyproject.toml's `inspect` extra)")
+MISSING = ("inspect_ai is not installed: pip install -c constraints-inspect.txt -e \".[inspect]\" (the tested "
+           "version is pinned in pyproject.toml's `inspect` extra)")
 try:
     from inspect_ai import Task, task
     from inspect_ai.dataset import MemoryDataset, Sample
@@ -231,7 +231,7 @@ def videosafetybench(bench: str = "vsb-mini", split: str = "eval", subsets: Any 
                      fps: Any = None, num_frames: Any = None, max_frames: Any = None, max_pixels: Any = None,
                      media: str = "frames", image_format: str = "jpeg", video_metadata: bool = True,
                      instruction: str | None = None, judge: str = "rules", judge_device: str = "auto",
-                     max_new_tokens: Any = 256, max_error_rate: Any = 0.05) -> Task:
+                     max_new_tokens: Any = None, max_error_rate: Any = 0.05) -> Task:
     """VideoSafetyBench (or any manifest ``videosafety eval --bench`` takes) in the video, text and
     blank conditions. Options are those of ``videosafety eval`` (``-T name=value``; lists as comma
     strings): ``split`` ("all" for every row), ``subsets``, ``languages``, ``categories``,
@@ -243,6 +243,7 @@ def videosafetybench(bench: str = "vsb-mini", split: str = "eval", subsets: Any 
     from videosafety.data.manifest import manifest_root
     from videosafety.eval_pipeline import INSTRUCTIONS
     from videosafety.evaluate.cache import PROMPT_VERSION
+    from videosafety.models.base import GenerationSettings
 
     selection = SampleFilter(split=None if split == "all" else split, subsets=_csv(subsets),
                              languages=_csv(languages), categories=_csv(categories), limit=_opt_int(limit))
@@ -266,7 +267,7 @@ def videosafetybench(bench: str = "vsb-mini", split: str = "eval", subsets: Any 
         solver=video_input(items, root, budget, media=media, image_format=image_format,
                            video_metadata=str(video_metadata).lower() not in ("false", "0", "no")),
         scorer=videosafety_judge(judge=judge, root=root, device=judge_device),
-        config=GenerateConfig(max_tokens=int(max_new_tokens), temperature=0.0),
+        config=GenerateConfig(max_tokens=int(max_new_tokens or GenerationSettings().max_new_tokens), temperature=0.0),
         # inspect: a fraction below 1 fails the eval past that share of failed samples; False never
         fail_on_error=False if float(max_error_rate) >= 1 else (float(max_error_rate) or True),
         metadata={METADATA_KEY: {"manifest": str(manifest), "conditions": list(chosen),

@@ -31,7 +31,7 @@ SETTINGS = "settings.json"
 
 def write_task_folder(out: str | Path, *, bench: str = "vsb-mini", selection: SampleFilter = SampleFilter(),
                       conditions: tuple[str, ...] = taxonomy.CONDITIONS, budget: FrameBudget | None = None,
-                      judge: str = "rules", instruction: str | None = None, max_new_tokens: int = 256) -> Path:
+                      judge: str = "rules", instruction: str | None = None, max_new_tokens: int | None = None) -> Path:
     """Write the lmms-eval task folder for a selection of a benchmark (``videosafety eval``'s
     options); returns the folder, to give to lmms-eval's ``--include_path``."""
     from videosafety.data.manifest import manifest_root
@@ -43,7 +43,10 @@ def write_task_folder(out: str | Path, *, bench: str = "vsb-mini", selection: Sa
     if bad or not conditions:
         raise ValueError(f"unknown condition(s) {bad}; expected a comma list of {', '.join(taxonomy.CONDITIONS)}")
     parse_judge_spec(judge)  # a bad spec fails here, not inside lmms-eval
+    from videosafety.models.base import GenerationSettings
+
     budget = budget or FrameBudget()
+    max_new_tokens = max_new_tokens or GenerationSettings().max_new_tokens
     text = INSTRUCTIONS.get(instruction, instruction) if instruction else None
     manifest = bench_source(bench)
     plan = make_plan(manifest, selection, ("text",), fingerprint="lmms-eval", instruction=text)
