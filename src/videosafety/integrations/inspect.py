@@ -41,6 +41,7 @@ import asyncio
 import threading
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 MISSING = ("inspect_ai is not installed: pip install -c constraints-inspect.txt -e \".[inspect]\" (the tested "
@@ -62,6 +63,7 @@ from videosafety.integrations.common import figures
 TASK_NAME = "videosafetybench"
 METADATA_KEY = "videosafety"  # the response row's fields, in every inspect sample's metadata
 INDEX_KEY = "index"  # the work item's position in our plan (the converter writes rows in that order)
+VIDEO_KEY = "video_meta"  # the manifest's duration and size of the video (blank frames are planned from them)
 MEDIA = ("frames", "video")
 
 
@@ -128,8 +130,13 @@ def _content(parts: list[dict] | str) -> list | str:
     return out
 
 
+def video_meta(item: WorkItem) -> dict[str, float | int]:
+    v = item.sample.video
+    return {"duration": v.duration, "width": v.width, "height": v.height}
+
+
 @solver
-def video_input(items: dict[str, WorkItem], root: str, budget: FrameBudget, media: str = "frames",
+def video_input(root: str, budget: FrameBudget, media: str = "frames",
                 image_format: str = "jpeg", jpeg_quality: int = 90, video_metadata: bool = True,
                 decode_timeout: float = 60.0):
     """The sample's model input under its condition, as our OpenAI backend sends it, then
@@ -145,12 +152,15 @@ def video_input(items: dict[str, WorkItem], root: str, budget: FrameBudget, medi
     settings = GenerationSettings()  # only for build_request's signature: inspect's config decides generation
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
-        item = items[str(state.sample_id)]
+        fields = state.metadata[METADATA_KEY]
+        # what conditions.model_input reads of a sample (the plan's, carried in the metadata)
+        sample = SimpleNamespace(id=fields["sample_id"], query=fields["prompt"],
+                                 video=SimpleNamespace(path=fields["video"], **state.metadata[VIDEO_KEY]))
 
         def build() -> dict:
             try:
-                inp = model_input(item.sample, item.condition, budget, root, timeout=decode_timeout,
-                                  query=item.sample.prompt)
+                inp = model_input(sample, fields["condition"], budget, root, timeout=decode_timeout,
+                                  query=fields["prompt"])
             except vio.VideoError as e:
                 raise VideoInputError(str(e)) from e
             return encoder.build_request(inp, settings)
@@ -257,14 +267,14 @@ def videosafetybench(bench: str = "vsb-mini", split: str = "eval", subsets: Any 
     manifest = bench_source(bench)
     root = str(manifest_root(manifest))
     plan = make_plan(manifest, selection, chosen, fingerprint="inspect", instruction=text)
-    items = {sample_id(it): it for it in plan.items}
     dataset = MemoryDataset([
         Sample(id=sample_id(it), input=it.sample.prompt,
-               metadata={METADATA_KEY: row_fields(it), INDEX_KEY: it.index}) for it in plan.items],
+               metadata={METADATA_KEY: row_fields(it), INDEX_KEY: it.index, VIDEO_KEY: video_meta(it)})
+        for it in plan.items],
         name=f"videosafety:{bench}", location=str(manifest))
     return Task(
         dataset=dataset,
-        solver=video_input(items, root, budget, media=media, image_format=image_format,
+        solver=video_input(root, budget, media=media, image_format=image_format,
                            video_metadata=str(video_metadata).lower() not in ("false", "0", "no")),
         scorer=videosafety_judge(judge=judge, root=root, device=judge_device),
         config=GenerateConfig(max_tokens=int(max_new_tokens or GenerationSettings().max_new_tokens), temperature=0.0),
