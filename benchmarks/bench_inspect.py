@@ -56,15 +56,18 @@ def main() -> None:
     manifest = default_vsb_mini()
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
-    server = subprocess.Popen([sys.executable, "-m", "videosafety", "serve", "--model", "demo", "--port", str(port),
-                               "--model-name", "demo", "--max-pixels", str(DEMO_BUDGET.max_pixels), "--device", "cpu"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the server's log goes to a file: a pipe nobody reads would fill and block the server
+    server_log = Path(tempfile.mkdtemp(prefix="bench-inspect-serve-")) / "serve.log"
+    with open(server_log, "w") as log_file:
+        server = subprocess.Popen([sys.executable, "-m", "videosafety", "serve", "--model", "demo", "--port",
+                                   str(port), "--model-name", "demo", "--max-pixels", str(DEMO_BUDGET.max_pixels),
+                                   "--device", "cpu"], stdout=log_file, stderr=subprocess.STDOUT, text=True)
     try:
-        for line in server.stdout:  # the weights' progress bar comes first
-            if "serving" in line:
-                break
-        else:
-            raise RuntimeError("videosafety serve did not start")
+        deadline = time.monotonic() + 120
+        while "serving" not in server_log.read_text():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"videosafety serve did not start: {server_log.read_text()[-2000:]}")
+            time.sleep(0.2)
         OpenAIVideoLLM("demo", url).generate([ModelInput(query="warm-up")], GenerationSettings(max_new_tokens=4))
         os.environ[f"{SERVICE.upper()}_BASE_URL"] = url
         os.environ[f"{SERVICE.upper()}_API_KEY"] = "EMPTY"

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -150,12 +151,16 @@ def test_inspect_cli_and_import_command(mini, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serve = subprocess.Popen([sys.executable, "-m", "videosafety", "serve", "--model", "ref:refuse-all",
-                              "--port", str(port), "--model-name", "refuser", "--device", "cpu"],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server_log = tmp_path / "serve.log"  # a file: a pipe nobody reads would fill and block the server
+    with open(server_log, "w") as log_file:
+        serve = subprocess.Popen([sys.executable, "-m", "videosafety", "serve", "--model", "ref:refuse-all",
+                                  "--port", str(port), "--model-name", "refuser", "--device", "cpu"],
+                                 env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True)
     try:
-        line = serve.stdout.readline()
-        assert "serving" in line, line
+        deadline = time.monotonic() + 120
+        while "serving" not in server_log.read_text():
+            assert serve.poll() is None and time.monotonic() < deadline, server_log.read_text()
+            time.sleep(0.2)
         url = f"http://127.0.0.1:{port}/v1"
         inspect_bin = Path(sys.executable).with_name("inspect")
         cmd = [str(inspect_bin) if inspect_bin.exists() else "inspect", "eval", f"{TASK_FILE}@videosafetybench",
