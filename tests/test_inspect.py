@@ -269,3 +269,24 @@ def test_unreadable_video_becomes_a_row_error(mini, tmp_path, monkeypatch):
     assert bad.response is None and bad.error.startswith("video: ") and "VideoInputError" in bad.error
     cell = compute_results(run).runs[0].rate("dsr", "HH", "video")
     assert (cell.k, cell.n, cell.no_response) == (1, 1, 1)
+
+
+def test_registered_name_runs(mini, tmp_path, monkeypatch):
+    """`inspect eval videosafety/videosafetybench`: the name the `inspect_ai` entry point registers
+    (present once the package is installed with this pyproject)."""
+    from importlib.metadata import entry_points
+
+    if not any(ep.name == "videosafety" for ep in entry_points(group="inspect_ai")):
+        pytest.skip("the installed videosafety predates its inspect_ai entry point (pip install -e . again)")
+    from inspect_ai import eval as inspect_eval
+
+    from videosafety.models.reference import ReferencePolicy
+    from videosafety.serve import BackgroundServer, create_app
+
+    with BackgroundServer(create_app(ReferencePolicy("refuse-all"), model_name="refuser")) as srv:
+        _inspect_env(monkeypatch, srv.url)
+        [log] = inspect_eval("videosafety/videosafetybench", model=f"openai-api/{SERVICE}/refuser",
+                             task_args={"bench": str(mini), "limit": 2, "conditions": "text"},
+                             log_dir=str(tmp_path / "logs"), display="none")
+    assert log.status == "success" and log.eval.task == "videosafety/videosafetybench"
+    assert len(log.samples) == 2
