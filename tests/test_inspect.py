@@ -271,22 +271,28 @@ def test_unreadable_video_becomes_a_row_error(mini, tmp_path, monkeypatch):
     assert (cell.k, cell.n, cell.no_response) == (1, 1, 1)
 
 
-def test_registered_name_runs(mini, tmp_path, monkeypatch):
-    """`inspect eval videosafety/videosafetybench`: the name the `inspect_ai` entry point registers
-    (present once the package is installed with this pyproject)."""
+def test_registered_name_runs(mini, tmp_path):
+    """`inspect eval videosafety/videosafetybench` (a subprocess, as documented): the name the
+    `inspect_ai` entry point registers, present once the package is installed with this pyproject."""
     from importlib.metadata import entry_points
 
     if not any(ep.name == "videosafety" for ep in entry_points(group="inspect_ai")):
         pytest.skip("the installed videosafety predates its inspect_ai entry point (pip install -e . again)")
-    from inspect_ai import eval as inspect_eval
-
     from videosafety.models.reference import ReferencePolicy
     from videosafety.serve import BackgroundServer, create_app
 
+    inspect_bin = Path(sys.executable).with_name("inspect")
+    env = {**os.environ, "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     with BackgroundServer(create_app(ReferencePolicy("refuse-all"), model_name="refuser")) as srv:
-        _inspect_env(monkeypatch, srv.url)
-        [log] = inspect_eval("videosafety/videosafetybench", model=f"openai-api/{SERVICE}/refuser",
-                             task_args={"bench": str(mini), "limit": 2, "conditions": "text"},
-                             log_dir=str(tmp_path / "logs"), display="none")
-    assert log.status == "success" and log.eval.task == "videosafety/videosafetybench"
-    assert len(log.samples) == 2
+        done = subprocess.run(
+            [str(inspect_bin) if inspect_bin.exists() else "inspect", "eval", "videosafety/videosafetybench",
+             "--model", f"openai-api/{SERVICE}/refuser", "-T", f"bench={mini}", "-T", "limit=2", "-T", "conditions=text",
+             "--log-dir", str(tmp_path / "logs"), "--display", "plain"],
+            env={**env, f"{SERVICE.upper()}_BASE_URL": srv.url, f"{SERVICE.upper()}_API_KEY": "EMPTY"},
+            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    from inspect_ai.log import read_eval_log
+
+    [path] = (tmp_path / "logs").glob("*.eval")
+    log = read_eval_log(str(path))
+    assert log.status == "success" and log.eval.task == "videosafety/videosafetybench" and len(log.samples) == 2
