@@ -660,6 +660,57 @@ def view_cmd(
         srv.httpd.server_close()
 
 
+@app.command("import-inspect")
+def import_inspect_cmd(
+    log: Path = typer.Argument(..., help="An inspect_ai log (.eval or .json) of the videosafetybench task."),
+    out: Path = typer.Option(..., "--out", help="The run folder to write (run.json, responses.jsonl, verdicts/)."),
+) -> None:
+    """Read an inspect_ai log of the videosafetybench task into a run folder, which
+    `videosafety report` compares with runs of `videosafety eval` (needs the `inspect` extra)."""
+    try:
+        from videosafety.integrations.inspect import import_log
+
+        run = import_log(log, out)
+    except (ImportError, ValueError, OSError) as e:
+        raise _fail(e)
+    console.print(f"run folder: {run}")
+
+
+@app.command("lmms-eval-task")
+def lmms_eval_task_cmd(
+    out: Path = typer.Option(..., "--out", help="The task folder to write (give it to lmms-eval's --include_path)."),
+    bench: str = typer.Option("vsb-mini", help="As for `videosafety eval`."),
+    conditions: str = typer.Option(",".join(taxonomy.CONDITIONS), help="Conditions of the `videosafety` task."),
+    split: str = typer.Option("eval", help="Split ('all' for every row)."),
+    subsets: str = typer.Option(None),
+    languages: str = typer.Option(None),
+    categories: str = typer.Option(None),
+    limit: int = typer.Option(None, help="At most N samples, evenly spread."),
+    fps: float = typer.Option(None),
+    num_frames: int = typer.Option(None),
+    max_frames: int = typer.Option(None),
+    judge: str = typer.Option("rules", help="The judge process_results runs (a spec of `videosafety judge`)."),
+    instruction: str = typer.Option(None),
+    max_new_tokens: int = typer.Option(None, help="Most new tokens per response (default 256)."),
+) -> None:
+    """Write VideoSafetyBench's lmms-eval task folder (tasks videosafety, videosafety_video,
+    videosafety_text, videosafety_blank) for a selection of samples."""
+    from videosafety.budget import FrameBudget
+    from videosafety.evaluate.plan import SampleFilter
+    from videosafety.integrations.lmms_eval import TASKS, write_task_folder
+
+    try:
+        folder = write_task_folder(
+            out, bench=bench, conditions=_csv(conditions) or (),
+            selection=SampleFilter(split=None if split == "all" else split, subsets=_csv(subsets),
+                                   languages=_csv(languages), categories=_csv(categories), limit=limit),
+            budget=FrameBudget().with_overrides(fps=fps, num_frames=num_frames, max_frames=max_frames),
+            judge=judge, instruction=instruction, max_new_tokens=max_new_tokens)
+    except (ValueError, OSError) as e:
+        raise _fail(e)
+    console.print(f"task folder: {folder} (tasks {', '.join(TASKS)}; lmms-eval --include_path {folder})")
+
+
 @app.command("serve")
 def serve_cmd(
     model: str = typer.Option(None, help="hf:PATH_OR_ID (alarm-token checkpoints included); default: the demo model."),
