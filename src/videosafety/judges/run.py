@@ -24,8 +24,12 @@ row of responses.jsonl, in the same order:
 Beside it, ``<judge slug>.json`` holds the summary (``JudgeSummary``): judge name, version and
 revision, counts per label, coverage (judged / judgeable rows), unparsed count, and where the
 harmful intentions came from (the response rows carry them; a run folder written before they
-did gets them from the manifest named in ``run.json``, and when that cannot be read judges see
-"none stated" and the summary says so). The files are evaluate.rundir's.
+did gets them from the manifest named in ``run.json``). A judge that reads the intention is not
+asked about a row of a subset whose request only the intention states (HB,
+``taxonomy.INTENTION_REQUIRED_SUBSETS``) when the row has none: "none stated" would read as a
+benign request and inflate HB's DSR. Such a row is unjudged (``unjudged_reason`` "no harmful
+intention: ..."), counted in ``no_intention`` and explained in the notes. The files are
+evaluate.rundir's.
 """
 
 from __future__ import annotations
@@ -39,12 +43,30 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from pathlib import Path
 
-from videosafety import tags
+from videosafety import tags, taxonomy
 from videosafety.evaluate.rundir import ResponseRow, RunDir, VerdictRow, judge_slug
 from videosafety.judges.base import Judge, JudgeInput, Verdict
 from videosafety.store import open_store
 
 NO_RESPONSE = "no response"
+NO_INTENTION = "no harmful intention"
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A row the judge must not be asked about; `reason` goes on its verdict row."""
+
+    reason: str
+
+
+def refusal(judge: Judge, row: ResponseRow, why: str | None = None) -> _Refused | None:
+    """Why `judge` must not judge `row`, or None: a judge that reads the harmful intention is not
+    asked about an HB row without one (`why`: where the intentions should have come from)."""
+    if (judge.needs_intention and row.subset in taxonomy.INTENTION_REQUIRED_SUBSETS
+            and not row.harmful_intention):
+        return _Refused(f"{NO_INTENTION}: {judge.name} reads it and an {row.subset} query alone reads as "
+                        f"benign ({why or 'the row carries none'})")
+    return None
 COMMIT_SECONDS = 1.0
 
 _SCHEMA = """
@@ -182,6 +204,7 @@ class JudgeSummary:
     not_reached: int = 0  # judgeable rows the judge could not be asked about
     no_response: int = 0  # rows whose generation failed
     unparsed: int = 0
+    no_intention: int = 0  # rows not judged: the judge reads the harmful intention and the row lacks it
     labels: dict[str, int] = field(default_factory=dict)
     intentions: str | None = None  # the file the harmful intentions came from, or None
     notes: list[str] = field(default_factory=list)
@@ -219,8 +242,9 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
         from tqdm.auto import tqdm  # only when a bar is shown
 
         bar = tqdm(desc=f"judge {judge.name}", unit="resp", dynamic_ncols=True, mininterval=1.0)
-    # One verdict key per response row (None: no response), computed once for judging and writing.
-    keys: list[str | None] = []
+    # One verdict key per response row (None: no response; _Refused: not to be judged), computed
+    # once for judging and writing.
+    keys: list[str | _Refused | None] = []
     try:
         pending: list[tuple[str, JudgeInput]] = []
         seen: set[str] = set()
@@ -272,6 +296,10 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
                     if row.response is None:
                         keys.append(None)
                         continue
+                    refused = refusal(judge, row, run.intentions_note)
+                    if refused is not None:
+                        keys.append(refused)
+                        continue
                     item = make_input(row)
                     keys.append(verdict_key(judge, item))
                     todo.append((keys[-1], item))
@@ -314,7 +342,7 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
     return summary
 
 
-def _write_verdicts(run: RunDir, judge: Judge, keys: list[str | None], cache: VerdictCache,
+def _write_verdicts(run: RunDir, judge: Judge, keys: list[str | _Refused | None], cache: VerdictCache,
                     summary: JudgeSummary) -> None:
     labels: Counter = Counter()
 
@@ -323,15 +351,19 @@ def _write_verdicts(run: RunDir, judge: Judge, keys: list[str | None], cache: Ve
         # intentions are in the keys already: a format-1 folder's manifest is not read again
         for start, chunk in _numbered_chunks(run.iter_responses(with_intentions=False), 512):
             chunk_keys = keys[start:start + len(chunk)]
-            real = [k for k in chunk_keys if k is not None]
+            real = [k for k in chunk_keys if isinstance(k, str)]
             found = cache.get(real) if real else {}
             failures = cache.failures([k for k in real if k not in found]) if real else {}
             for row, key in zip(chunk, chunk_keys):
                 summary.rows += 1
-                verdict = found.get(key) if key is not None else None
+                verdict = found.get(key) if isinstance(key, str) else None
                 if key is None:
                     summary.no_response += 1
                     outcome = {"judged": False, "unjudged_reason": NO_RESPONSE}
+                elif isinstance(key, _Refused):
+                    summary.judgeable += 1
+                    summary.no_intention += 1
+                    outcome = {"judged": False, "unjudged_reason": key.reason}
                 elif verdict is None:
                     summary.judgeable += 1
                     summary.not_reached += 1
@@ -350,6 +382,11 @@ def _write_verdicts(run: RunDir, judge: Judge, keys: list[str | None], cache: Ve
     summary.verdict_file = str(run.write_verdicts(judge.name, rows()))
     summary.labels = dict(sorted(labels.items()))
     summary.unparsed = labels.get("unparsed", 0)
+    if summary.no_intention:
+        summary.notes.append(f"{summary.no_intention} row(s) not judged: {judge.name} reads the harmful "
+                             f"intention, which {'/'.join(sorted(taxonomy.INTENTION_REQUIRED_SUBSETS))} "
+                             "queries need and these rows lack; rerun from a typed run folder (the "
+                             "intention travels on the row) or restore the manifest run.json names")
     if summary.not_reached:
         summary.notes.append(f"{summary.not_reached} judgeable row(s) without a verdict (judge not reached): "
                              "run again to retry them")
