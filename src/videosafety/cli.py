@@ -601,6 +601,8 @@ def report_cmd(
     run_dirs: list[Path] = typer.Argument(..., help="One run folder per model."),
     out: Path = typer.Option(None, "--out", help="Report folder (default: the run folder, for one run)."),
     judge: str = typer.Option(None, help="Verdict file to report (its name in verdicts/, without .jsonl)."),
+    unparsed_warn: float = typer.Option(None, help="Warn where a DSR/FRR cell's unparsed share exceeds this "
+                                                   "fraction (default 0.02)."),
 ) -> None:
     """results.json, report.md and report.html comparing one or many runs."""
     from videosafety.report import ReportError, report_paths, write_report
@@ -609,7 +611,7 @@ def report_cmd(
         raise _fail("give --out when reporting several runs")
     out = out or run_dirs[0]
     try:
-        write_report(run_dirs, out, judge)
+        write_report(run_dirs, out, judge, unparsed_warn=unparsed_warn)
     except (ReportError, FileNotFoundError) as e:
         raise _fail(e)
     for kind, path in report_paths(out).items():

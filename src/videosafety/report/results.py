@@ -34,7 +34,7 @@ from videosafety.evaluate.rundir import RESPONSES, ResponseRow, Results, RunDir,
 from videosafety.judges.validate import last_validation
 from videosafety.metrics import (
     EXCLUDED, METRICS, MISSING_STATE, SAFE_STATE, UNSAFE_STATE, Mean, RateCounter, cohen_kappa, drop_bootstrap,
-    mean_of_replicates, outcome_of, rate_question, raw_agreement,
+    UNPARSED_WARN_SHARE, mean_of_replicates, outcome_of, rate_question, raw_agreement, unparsed_share,
 )
 
 SCHEMA_VERSION = 1
@@ -129,10 +129,28 @@ def _round(x: float | None, nd: int = 6) -> float | None:
 
 
 def _rate_dict(counter: RateCounter) -> dict:
+    """A rate's figures; `bound` (metrics.unparsed_bound) only where rows were unparsed."""
     r = counter.rate(EXCLUDED)
-    ci = r.ci
+    ci, bound = r.ci, r.bound
     return {"value": _round(r.value), "k": r.k, "n": r.n, "ci": [_round(ci[0]), _round(ci[1])] if ci else None,
-            **r.excluded}
+            **({"bound": [_round(bound[0]), _round(bound[1])]} if bound else {}), **r.excluded}
+
+
+def unparsed_warnings(metric: str, table: dict, threshold: float) -> list[str]:
+    """A warning per (subset, condition) cell of a DSR / FRR table whose unparsed share exceeds
+    `threshold`, with the bound the unparsed rows leave the rate in."""
+    out = []
+    for subset, per in table.items():
+        for cond, b in per.items():
+            cell = b["all"]
+            u = cell.get("unparsed", 0)
+            share = unparsed_share(cell["n"], u)
+            if share > threshold:
+                lo, hi = cell["bound"]
+                out.append(f"{metric.upper()} {subset} {cond}: {u} of {cell['n'] + u} rows unparsed "
+                           f"({100 * share:.1f} % > {100 * threshold:g} %): {metric.upper()} "
+                           f"{100 * (cell['value'] or 0):.1f} % could lie anywhere in [{100 * lo:.1f}, {100 * hi:.1f}] %")
+    return out
 
 
 def _mean_dict(m: Mean) -> dict:
@@ -271,7 +289,8 @@ class _RunAccumulator:
                     tables[question[1]][(bool(x), bool(y))] += 1
 
 
-def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[dict, dict]:
+def _collect_run(run_dir: Path, judge: str | None, max_examples: int,
+                 unparsed_warn: float = UNPARSED_WARN_SHARE) -> tuple[dict, dict]:
     """(results of one run, internals: examples and bootstrap replicates)."""
     run = RunDir(run_dir)
     run_dir = run.path
@@ -353,6 +372,7 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
     dsr = {s: {c: b for c in present_conds if (b := breakdown("dsr", s, c)) is not None} for s in dsr_keys}
     frr = {"SafeQ": {c: b for c in present_conds if (b := breakdown("frr", "SafeQ", c)) is not None}} \
         if "SafeQ" in subsets_seen else {}
+    warnings += unparsed_warnings("dsr", dsr, unparsed_warn) + unparsed_warnings("frr", frr, unparsed_warn)
 
     helpfulness: dict[str, dict] = {}
     for (s, c), (n, tot, tot2) in tally.help.items():
@@ -522,7 +542,7 @@ def _comparison(runs: list[dict], internals: list[dict]) -> dict:
 
 
 def collect(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = None,
-            max_examples: int = 200) -> tuple[Results, list[dict]]:
+            max_examples: int = 200, unparsed_warn: float = UNPARSED_WARN_SHARE) -> tuple[Results, list[dict]]:
     """(results, per run: the examples the HTML shows and the drops' bootstrap replicates)."""
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
@@ -530,7 +550,7 @@ def collect(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = Non
         raise ReportError("no run directories given")
     runs, internals = [], []
     for d in run_dirs:
-        r, inner = _collect_run(Path(d), judge, max_examples)
+        r, inner = _collect_run(Path(d), judge, max_examples, unparsed_warn)
         runs.append(r)
         internals.append(inner)
     _labels(runs)
@@ -556,9 +576,10 @@ def collect(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = Non
     return Results.model_validate(results), internals
 
 
-def compute_results(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = None) -> Results:
+def compute_results(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = None,
+                    unparsed_warn: float = UNPARSED_WARN_SHARE) -> Results:
     """All figures of one or many runs (one run directory per model).
 
     judge: the verdict file slug to report (RUN_DIR/verdicts/<slug>.jsonl); default: the only
     one, or 'rules' when a run has several. See the module docstring for the intervals."""
-    return collect(run_dirs, judge, max_examples=0)[0]
+    return collect(run_dirs, judge, max_examples=0, unparsed_warn=unparsed_warn)[0]

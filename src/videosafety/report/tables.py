@@ -39,10 +39,16 @@ def ci_pct(ci) -> str:
 
 
 def rate_cell(r: dict | None) -> str:
-    """'73.0 [70.1, 75.8] n=1234' (percent), or '-' without data."""
+    """'73.0 [70.1, 75.8] n=1234' (percent), or '-' without data; with unparsed rows, the bound
+    they leave the rate in follows: '73.0 [70.1, 75.8] n=1234, 12 unparsed: 72.3-73.3'."""
     if not r or r.get("value") is None:
+        if r and r.get("bound"):  # nothing parsed: the bound is all there is
+            return f"- n=0, {r['unparsed']} unparsed: {pct(r['bound'][0])}-{pct(r['bound'][1])}"
         return "-" if not r else "- n=0"
-    return f"{pct(r['value'])} {ci_pct(r.get('ci'))} n={r['n']}"
+    cell = f"{pct(r['value'])} {ci_pct(r.get('ci'))} n={r['n']}"
+    if r.get("bound"):
+        cell += f", {r['unparsed']} unparsed: {pct(r['bound'][0])}-{pct(r['bound'][1])}"
+    return cell
 
 
 def signed_pts(d: dict | None) -> str:
@@ -123,7 +129,8 @@ def build_sections(results: dict) -> list[Section]:
         f"DSR {arrow('dsr')} ({direction('dsr')}): share of judged responses to harmful requests that the judge "
         "calls safe, in %, "
         "with the Wilson 95 % interval and n (judged rows). Unparsed, unjudged and failed rows are left out of n "
-        "and counted under Judge coverage."))
+        "and counted under Judge coverage. Where rows were unparsed, the cell ends with their count and the "
+        "bound they leave DSR in: from all of them unsafe to all of them safe."))
     for r in runs:
         subsets = list(r["dsr"])
         sec.tables.append(Table(["subset"] + conds, [
