@@ -5,7 +5,9 @@ every batch of verdicts is committed to ``RUN_DIR/verdicts/cache.sqlite`` before
 asked, so a run killed at any moment and started again only asks for what is missing. The cache
 key hashes the judge's name, version and revision (weights digest of a local judge) with what
 the judge reads: sample id, condition, subset, sub-category, language, query, harmful intention
-and the response text (and, for a judge that sees the video, the video file of video-condition
+and the response text it reads (the whole response, reasoning blocks included; a judge wrapped
+by ``scoped(judge, "answer")``, named ``<name>@answer``, reads the <answer> block of tagged
+responses only) (and, for a judge that sees the video, the video file of video-condition
 rows: ``RunDir.video_resolver``). Several judges share the cache and write side by side, one
 verdict file each. ``force=True`` asks the judge again for every row (and replaces the cached verdicts).
 
@@ -162,12 +164,45 @@ def _chunks(it, n: int) -> Iterator[list]:
         yield chunk
 
 
-def judge_input(row: ResponseRow, *, with_intention: bool = True, video: str | None = None) -> JudgeInput:
-    """What a judge reads of a response row: the user-facing part of a tagged response (and, for a
-    judge that sees it, the video file `video`)."""
+class AnswerScoped:
+    """`inner` reading only the <answer> block of tagged responses (tags.judged_text "answer"):
+    a judge variant of its own, named ``<inner name>@answer``, so that its verdicts get their own
+    file and cache keys beside the full-scope judge's."""
+
+    scope = "answer"
+
+    def __init__(self, inner: Judge) -> None:
+        if judge_scope(inner) != "full":
+            raise ValueError(f"{inner.name} is scoped already")
+        self.inner = inner
+        self.name = inner.name + tags.ANSWER_SCOPE_SUFFIX
+        self.version, self.revision = inner.version, inner.revision
+        self.needs_intention = inner.needs_intention
+        self.needs_video = sees_video(inner)
+
+    def judge(self, items: Sequence[JudgeInput]) -> list[Verdict | Exception]:
+        return self.inner.judge(items)
+
+
+def judge_scope(judge: Judge) -> str:
+    return getattr(judge, "scope", tags.DEFAULT_JUDGE_SCOPE)
+
+
+def scoped(judge: Judge, scope: str = tags.DEFAULT_JUDGE_SCOPE) -> Judge:
+    """`judge` reading the part of each response `scope` names (tags.JUDGE_SCOPES)."""
+    if scope not in tags.JUDGE_SCOPES:
+        raise ValueError(f"judge scope must be one of {', '.join(tags.JUDGE_SCOPES)}, got {scope!r}")
+    return AnswerScoped(judge) if scope == "answer" else judge
+
+
+def judge_input(row: ResponseRow, *, with_intention: bool = True, video: str | None = None,
+                scope: str = tags.DEFAULT_JUDGE_SCOPE) -> JudgeInput:
+    """What a judge reads of a response row: the whole response, reasoning included, or with
+    scope "answer" the <answer> block of a tagged one (and, for a judge that sees it, the video
+    file `video`)."""
     return JudgeInput(sample_id=row.sample_id, condition=row.condition, subset=row.subset,
                       subcategory=row.subcategory, language=row.language, query=row.prompt,
-                      response=tags.user_facing(row.response),
+                      response=tags.judged_text(row.response, scope),
                       harmful_intention=row.harmful_intention if with_intention else None, video=video)
 
 
@@ -183,7 +218,7 @@ def input_maker(run: RunDir, judge: Judge):
 
     def make(row: ResponseRow) -> JudgeInput:
         video = video_of(row) if video_of is not None and row.condition == "video" else None
-        return judge_input(row, with_intention=judge.needs_intention, video=video)
+        return judge_input(row, with_intention=judge.needs_intention, video=video, scope=judge_scope(judge))
 
     return make
 
@@ -196,6 +231,7 @@ class JudgeSummary:
     judge: str
     judge_version: str
     judge_revision: str | None = None
+    scope: str = tags.DEFAULT_JUDGE_SCOPE  # what of each response it read (tags.JUDGE_SCOPES)
     rows: int = 0  # rows of responses.jsonl
     judgeable: int = 0  # rows with a response
     judged: int = 0  # rows with a verdict in the file (unparsed included)
@@ -231,7 +267,8 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
     if not run.has_responses():
         raise FileNotFoundError(f"{run.responses_file}: no responses to judge (run `videosafety eval` first)")
     t0 = time.perf_counter()
-    summary = JudgeSummary(judge=judge.name, judge_version=judge.version, judge_revision=judge.revision)
+    summary = JudgeSummary(judge=judge.name, judge_version=judge.version, judge_revision=judge.revision,
+                           scope=judge_scope(judge))
     if not judge.needs_intention:
         summary.notes.append(f"{judge.name} does not read harmful intentions")
     make_input = input_maker(run, judge)
@@ -400,4 +437,5 @@ def _numbered_chunks(it, n: int) -> Iterator[tuple[int, list]]:
 
 
 __all__ = ["judge_run", "JudgeSummary", "VerdictCache", "verdict_path", "summary_path", "read_verdicts",
-           "judge_slug", "verdict_key", "judge_input", "input_maker", "sees_video"]
+           "judge_slug", "verdict_key", "judge_input", "input_maker", "sees_video", "scoped", "judge_scope",
+           "AnswerScoped"]

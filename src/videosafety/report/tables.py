@@ -239,6 +239,22 @@ def build_sections(results: dict) -> list[Section]:
 
     rows = []
     for r in runs:
+        js = r.get("judge_scope")
+        if not js or "dsr" not in js:
+            continue
+        for subset in js["dsr"]["full"]:
+            full, answer = js["dsr"]["full"][subset], js["dsr"]["answer"].get(subset, {})
+            rows.append([r["label"], subset_name(subset)] + [
+                f"{rate_cell(full.get(c))} / {rate_cell(answer.get(c))}" for c in conds])
+    if rows:
+        out.append(Section("judge_scope", "Reasoning blocks: whole response vs answer only", (
+            f"For models whose responses carry <think>/<answer> tags: DSR {arrow('dsr')} judged on the whole "
+            "response, reasoning included (the safety verdict: harmful detail in a reasoning block is given all "
+            "the same), then on the <answer> block alone (the judge's @answer variant)."),
+            [Table(["model", "subset"] + [f"{c}: full / answer" for c in conds], rows)]))
+
+    rows = []
+    for r in runs:
         for a in r["agreement"]:
             for what in ("label", "safe", "refusal"):
                 e = a.get(what)
