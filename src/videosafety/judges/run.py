@@ -61,7 +61,7 @@ class _Refused:
     reason: str
 
 
-def refusal(judge: Judge, row: ResponseRow, why: str | None = None) -> _Refused | None:
+def must_not_judge(judge: Judge, row: ResponseRow, why: str | None = None) -> _Refused | None:
     """Why `judge` must not judge `row`, or None: a judge that reads the harmful intention is not
     asked about an HB row without one (`why`: where the intentions should have come from)."""
     if (judge.needs_intention and row.subset in taxonomy.INTENTION_REQUIRED_SUBSETS
@@ -333,7 +333,7 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
                     if row.response is None:
                         keys.append(None)
                         continue
-                    refused = refusal(judge, row, run.intentions_note)
+                    refused = must_not_judge(judge, row, run.intentions_note)
                     if refused is not None:
                         keys.append(refused)
                         continue
