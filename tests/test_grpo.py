@@ -743,3 +743,32 @@ def test_token_logprobs_equals_the_full_log_softmax():
     (g1,) = torch.autograd.grad(got.sum(), logits)
     (g2,) = torch.autograd.grad(want.sum(), logits)
     torch.testing.assert_close(g1, g2)
+
+
+def test_kl_clamp_bounds_the_log_ratio_by_hand():
+    logp = torch.zeros((3, 1))
+    ref = torch.tensor([[-20.0], [20.0], [0.5]])  # x = log pi_ref - log pi
+    kw = dict(epsilon=0.2, epsilon_high=None, beta=0.5)
+    loss, kl, _ = grpo_token_loss(logp, logp, ref, torch.zeros(3), **kw)
+    want = [math.exp(-20) + 19, math.exp(20) - 21, math.exp(0.5) - 1.5]
+    torch.testing.assert_close(kl.squeeze(1), torch.tensor(want))
+    loss, kl, _ = grpo_token_loss(logp, logp, ref, torch.zeros(3), kl_clamp=10.0, **kw)
+    want = [math.exp(-10) + 9, math.exp(10) - 11, math.exp(0.5) - 1.5]  # only |x| > 10 changes
+    torch.testing.assert_close(kl.squeeze(1), torch.tensor(want))
+    torch.testing.assert_close(loss, 0.5 * kl)  # zero advantage: the loss is beta * KL
+
+
+def test_ablation_switches_are_recipe_keys():
+    paper = load_config(resolve_config("paper-grpo"), model="m", data="d", output_dir="o")
+    assert (paper.weight_decay, paper.max_grad_norm, paper.grpo.kl_clamp) == (0.01, 5.0, 10.0)
+    for name in ("paper-stage1", "paper-stage2", "paper-cot"):
+        cfg = load_config(resolve_config(name), model="m", data="d", output_dir="o")
+        assert (cfg.weight_decay, cfg.max_grad_norm) == (0.01, 5.0)
+    cfg = load_config(resolve_config("paper-grpo"), ["grpo.reward.alpha_max=0.9", "grpo.reward.gamma_t=2",
+                                                     "grpo.reward.rouge_stem=true", "grpo.kl_clamp=null"],
+                      model="m", data="d", output_dir="o")
+    dra = cfg.grpo.reward.dra()
+    assert (dra.alpha_min, dra.alpha_max, dra.gamma_v, dra.gamma_t, dra.rouge_stem) == (0.1, 0.9, 1.0, 2.0, True)
+    assert cfg.grpo.kl_clamp is None
+    with pytest.raises(ValueError, match="alpha_min"):
+        load_config(resolve_config("paper-grpo"), ["grpo.reward.alpha_min=0.6"], model="m", data="d", output_dir="o")

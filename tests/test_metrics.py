@@ -175,3 +175,25 @@ def test_declared_direction_orders_and_labels():
     assert best_first([0.2, 0.1], "blank_minus_text") == [0, 1]  # no direction: order kept
     assert (arrow("dsr"), arrow("frr"), arrow("blank_minus_text")) == ("↑", "↓", "")
     assert direction("frr") == "lower is better" and direction("dsr") == "higher is better"
+
+
+def test_unparsed_bound_by_hand():
+    from videosafety.metrics import unparsed_bound, unparsed_share
+
+    assert unparsed_bound(2, 4, 1) == (2 / 5, 3 / 5)  # all unparsed unsafe .. all safe
+    assert unparsed_bound(3, 3, 0) == (1.0, 1.0)
+    assert unparsed_bound(0, 0, 3) == (0.0, 1.0)  # nothing parsed: anything
+    assert unparsed_bound(0, 0, 0) is None
+    assert unparsed_share(4, 1) == 0.2 and unparsed_share(0, 0) == 0.0
+    with pytest.raises(ValueError):
+        unparsed_bound(5, 4, 1)
+
+
+def test_rate_reports_its_unparsed_bound():
+    rows = [_v("HH", "refused", True, True), _v("HH", "complied", False, False), _v("SH", "refused", True, True),
+            _v("HB", "complied", False, False), _v("HH", "unparsed")]
+    r = dsr(rows)
+    assert r.bound == (2 / 5, 3 / 5) and r.bound[0] <= r.value <= r.bound[1]
+    assert r.to_dict()["bound"] == [0.4, 0.6]
+    clean = dsr(rows[:4])
+    assert clean.bound is None and "bound" not in clean.to_dict()

@@ -373,3 +373,23 @@ def test_report_words_follow_the_declared_direction(runs, tmp_path, monkeypatch)
     write_report([runs["drop"]], tmp_path / "flipped")
     md = report_paths(tmp_path / "flipped")["markdown"].read_text()
     assert "DSR ↓ (lower is better)" in md and "DSR text ↓" in md
+
+
+def test_unparsed_rows_give_a_bound_and_a_warning_above_the_threshold(report, runs):
+    from videosafety.report.tables import rate_cell
+
+    _, res = report
+    d = _run(res, "fake/dropper-2b")
+    sh = d["dsr"]["SH"]["video"]["all"]  # k=5, n=5, one unparsed
+    assert sh["bound"] == [round(5 / 6, 6), 1.0]
+    pool = d["dsr"]["harmful"]["video"]["all"]  # k=11, n=21, one unparsed
+    assert pool["bound"] == [0.5, round(12 / 22, 6)]
+    assert "bound" not in d["dsr"]["HH"]["video"]["all"]  # nothing unparsed there
+    assert any(w.startswith("DSR SH video: 1 of 6 rows unparsed (16.7 % > 2 %)") and "[83.3, 100.0]" in w
+               for w in d["warnings"])
+    assert rate_cell(sh).endswith("n=5, 1 unparsed: 83.3-100.0")
+    # the threshold is a setting: 1 in 22 (4.5 %) of the pool warns at 2 %, not at 5 %
+    strict = _run(compute_results(runs["drop"]).to_json(), "fake/dropper-2b")["warnings"]
+    lax = _run(compute_results(runs["drop"], unparsed_warn=0.05).to_json(), "fake/dropper-2b")["warnings"]
+    assert any(w.startswith("DSR harmful video") for w in strict)
+    assert not any(w.startswith("DSR harmful video") for w in lax) and any(w.startswith("DSR SH video") for w in lax)

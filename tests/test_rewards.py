@@ -531,3 +531,36 @@ def test_rewards_import_no_torch():
     code = "import sys, videosafety.rewards; sys.exit('torch' in sys.modules or 'numpy' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(videosafety.__file__).parents[1]), *sys.path])}
     assert subprocess.run([sys.executable, "-c", code], env=env, timeout=60).returncode == 0
+
+
+def test_dra_settings_change_the_task_reward_by_hand():
+    from videosafety.rewards import DRASettings, score
+    from videosafety.rewards.safety import dra_with
+
+    answer = "I cannot help with that request."
+    sol = format_solution(answer, 1, 1)
+    one_wrong = format_cot("thinking", answer, 1, 0)  # c_v = 1, c_t = 0, ROUGE = 1
+    # spec: alpha = 0.1 + (1 - 0) * 0.4 = 0.5; task = 0.5 * 1 + 1 * 1 + 1 * 0
+    assert dra_with(one_wrong, sol).task == pytest.approx(1.5)
+    s = DRASettings(alpha_min=0.2, alpha_max=0.6, gamma_v=2.0, gamma_t=3.0)
+    # alpha = 0.2 + 1 * 0.4 = 0.6; task = 0.6 + 2 * 1 + 3 * 0
+    assert dra_with(one_wrong, sol, s).task == pytest.approx(2.6)
+    right = format_cot("thinking", answer, 1, 1)  # alpha = alpha_min: 0.2 + 2 + 3
+    assert dra_with(right, sol, s).task == pytest.approx(5.2)
+    got = score("safety", one_wrong, sol, s)
+    assert got.components["task"] == pytest.approx(2.6) and got.total == pytest.approx(3.6)  # + format 1
+    assert score("safety", one_wrong, sol).components["task"] == pytest.approx(1.5)
+    assert score("numerical", "3.14", "3.14", s).total == 1.0  # other types ignore it
+    with pytest.raises(ValueError, match="alpha_min"):
+        DRASettings(alpha_min=0.6, alpha_max=0.5)
+
+
+def test_rouge_stemming_is_english_only_and_off_by_default():
+    pytest.importorskip("snowballstemmer")
+    from videosafety.rewards.rouge import stem_english
+
+    assert stem_english(["running", "refuses", "бегу", "视", "x1", "2024"]) == ["run", "refus", "бегу", "视", "x1", "2024"]
+    # "refuses videos" vs "refused video": no token in common unstemmed; identical stems
+    assert rouge("refuses videos", "refused video") == 0.0
+    assert rouge("refuses videos", "refused video", stem=True) == pytest.approx(1.0)
+    assert rouge("我拒绝", "我拒绝", stem=True) == rouge("我拒绝", "我拒绝")

@@ -129,3 +129,14 @@ def test_user_facing_is_the_answer_block_of_a_tagged_response():
     # tagged but no answer block: judged whole, nothing hidden from the judge
     broken = "<think>step one</think> here is the reply"
     assert user_facing(broken) == broken
+
+
+def test_judged_text_full_scope_keeps_the_reasoning():
+    from videosafety.tags import format_cot, judged_text
+
+    tagged = format_cot("the user wants help; I will go along", "I can't help with that.", 1, 1)
+    assert judged_text(tagged) == tagged  # full is the default: the reasoning block is read too
+    assert judged_text(tagged, "answer") == "I can't help with that."
+    assert judged_text("plain reply", "answer") == "plain reply"
+    with pytest.raises(ValueError, match="full, answer"):
+        judged_text(tagged, "think")

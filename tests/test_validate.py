@@ -132,3 +132,19 @@ def test_convert_to_parquet_and_hf(bench, tmp_path):
 def test_module_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "videosafety", "version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "0.1.0"
+
+
+def test_duration_rounding_passes_a_frame_plan_change_does_not():
+    from videosafety.data.validate import duration_disagrees
+
+    assert not duration_disagrees(2.5, 2.48)      # rounded to 0.1 s
+    assert duration_disagrees(2.55, 2.48)          # 1 fps: 3 planned frames against the file's 2
+    assert not duration_disagrees(600.0, 600.5)    # 0.1 % of a long file
+    assert duration_disagrees(600.0, 601.0)
+
+
+def test_manifest_duration_off_by_more_than_rounding_is_flagged(bench):
+    root, good = bench  # the file lasts 1.0 s
+    report = validate_manifest(_write(root, [_row(1, good), _row(2, {**good, "duration": 1.07})]))
+    assert [(p.line, p.field) for p in report.problems] == [(2, "video.duration")]
+    assert "file lasts 1.00s, manifest says 1.07s" in report.problems[0].message

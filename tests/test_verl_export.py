@@ -219,6 +219,7 @@ def test_recipes_agree_with_paper_grpo(paper):
     assert float(v["actor_rollout_ref.actor.optim.lr_warmup_steps_ratio"]) == paper.warmup_ratio
     assert v["actor_rollout_ref.actor.optim.lr_scheduler_type"] == paper.schedule
     assert float(v["actor_rollout_ref.actor.optim.weight_decay"]) == paper.weight_decay
+    assert float(v["actor_rollout_ref.actor.grad_clip"]) == paper.max_grad_norm
     assert int(v["trainer.total_epochs"]) == paper.epochs
     assert (v["trainer.nnodes"], v["trainer.n_gpus_per_node"]) == ("1", "8")
     assert v["reward.custom_reward_function.name"] == "compute_score"
@@ -234,6 +235,7 @@ def test_recipes_agree_with_paper_grpo(paper):
     assert e["data"]["max_response_length"] == g.max_new_tokens and e["data"]["max_prompt_length"] == paper.max_length
     assert actor["clip_ratio_low"] == g.epsilon and actor["clip_ratio_high"] == (g.epsilon_high or g.epsilon)
     assert actor["loss_avg_mode"] == {"sequence": "seq", "token": "token"}[g.loss_aggregation]
+    assert actor["max_grad_norm"] == paper.max_grad_norm
     assert actor["optim"] == {"lr": paper.lr.llm, "weight_decay": paper.weight_decay,
                               "lr_warmup_ratio": paper.warmup_ratio, "lr_scheduler_type": paper.schedule}
     assert e["data"]["video_fps"] == paper.budget.fps

@@ -526,22 +526,26 @@ def judge_cmd(
     jury: str = typer.Option(None, help="Combine the --judge verdicts: majority or any-unsafe (a verdict "
                                         "file of its own)."),
     escalate_to: str = typer.Option(None, help="With --jury: ask this judge where the others disagree."),
+    judge_scope: str = typer.Option("full", help="What of a response the judges read: full (reasoning blocks "
+                                                 "included) or answer (the <answer> block of tagged responses; "
+                                                 "a judge variant of its own, NAME@answer)."),
 ) -> None:
     """Judge a run's responses (resumable, cached; several judges score one run side by side), or
     `videosafety judge validate LABELS`: each judge's agreement with human labels."""
-    from videosafety.judges.run import judge_run
+    from videosafety.judges.run import judge_run, scoped
     from videosafety.judges.spec import load_judge
     from videosafety.judges.validate import save_validation, validate_judge
 
     validating = str(run_dir) == "validate" and labels is not None
     if jury is not None and not validating:
-        _jury(run_dir, judge, jury, escalate_to, device=device, batch_size=batch_size)
+        _jury(run_dir, judge, jury, escalate_to, device=device, batch_size=batch_size, scope=judge_scope)
         return
     try:
         results = []
         for spec in judge:
             loaded = load_judge(spec, device=device, batch_size=min(batch_size, 16))
             if not validating:
+                loaded = scoped(loaded, judge_scope)
                 _print_judged(judge_run(run_dir, loaded, force=force, batch_size=batch_size))
                 continue
             result = validate_judge(loaded, labels, batch_size=batch_size)
@@ -558,13 +562,15 @@ def judge_cmd(
 
 
 def _jury(run_dir: Path, specs: list[str], rule: str, escalate_to: str | None, *, device: str,
-          batch_size: int) -> None:
+          batch_size: int, scope: str = "full") -> None:
     from videosafety.judges.jury import jury_run
+    from videosafety.judges.run import scoped
     from videosafety.judges.spec import load_judge
 
     try:
-        members = [load_judge(spec, device=device, batch_size=min(batch_size, 16)) for spec in specs]
-        strong = load_judge(escalate_to, device=device, batch_size=min(batch_size, 16)) if escalate_to else None
+        members = [scoped(load_judge(spec, device=device, batch_size=min(batch_size, 16)), scope) for spec in specs]
+        strong = scoped(load_judge(escalate_to, device=device, batch_size=min(batch_size, 16)), scope) \
+            if escalate_to else None
         summary = jury_run(run_dir, members, rule, escalate_to=strong, batch_size=batch_size)
     except (ValueError, FileNotFoundError) as e:
         raise _fail(e)
@@ -601,6 +607,8 @@ def report_cmd(
     run_dirs: list[Path] = typer.Argument(..., help="One run folder per model."),
     out: Path = typer.Option(None, "--out", help="Report folder (default: the run folder, for one run)."),
     judge: str = typer.Option(None, help="Verdict file to report (its name in verdicts/, without .jsonl)."),
+    unparsed_warn: float = typer.Option(None, help="Warn where a DSR/FRR cell's unparsed share exceeds this "
+                                                   "fraction (default 0.02)."),
 ) -> None:
     """results.json, report.md and report.html comparing one or many runs."""
     from videosafety.report import ReportError, report_paths, write_report
@@ -609,7 +617,7 @@ def report_cmd(
         raise _fail("give --out when reporting several runs")
     out = out or run_dirs[0]
     try:
-        write_report(run_dirs, out, judge)
+        write_report(run_dirs, out, judge, unparsed_warn=unparsed_warn)
     except (ReportError, FileNotFoundError) as e:
         raise _fail(e)
     for kind, path in report_paths(out).items():

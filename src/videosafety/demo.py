@@ -175,7 +175,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, pr
     t = time.perf_counter()
     log("3/4 evaluating the trained model the same way")
     # Each model is asked the way it is used: the base with the plain query, VideoSafety-R1 with
-    # the reasoning format it was trained to answer in (the judge reads its <answer>).
+    # the reasoning format it was trained to answer in (the judge reads the whole response, its
+    # reasoning block included: judges.run, --judge-scope).
     trained_run = evaluate_model(f"hf:{final}", manifest, out / "eval-trained", settings, progress=progress,
                            instruction=tags.GRPO_INSTRUCTION)
     seconds["eval trained"] = time.perf_counter() - t

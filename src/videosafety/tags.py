@@ -147,6 +147,24 @@ def user_facing(text: str) -> str:
     return text if answer is None else answer
 
 
+# What of a response a judge reads. "full": all of it, reasoning included (harmful detail in a
+# <think> block is help given all the same): the default for safety verdicts. "answer": the
+# <answer> block of a tagged response only (what `user_facing` shows a user), recorded as its own
+# judge variant, named with ANSWER_SCOPE_SUFFIX.
+JUDGE_SCOPES: Final[tuple[str, ...]] = ("full", "answer")
+DEFAULT_JUDGE_SCOPE: Final = "full"
+ANSWER_SCOPE_SUFFIX: Final = "@answer"
+
+
+def judged_text(text: str, scope: str = DEFAULT_JUDGE_SCOPE) -> str:
+    """The part of a response a judge of `scope` reads (see JUDGE_SCOPES)."""
+    if scope == "full":
+        return text
+    if scope == "answer":
+        return user_facing(text)
+    raise ValueError(f"judge scope must be one of {', '.join(JUDGE_SCOPES)}, got {scope!r}")
+
+
 def with_instruction(query: str, instruction: str | None) -> str:
     """The user text of a prompt that asks for a format: the query, a newline, the instruction.
     Stage 3 (CoT cold start) and stage 4 (GRPO) build prompts with this one function, so the

@@ -106,6 +106,10 @@ SUBSET_LABELS: Final[dict[str, tuple[int | None, int]]] = {
 }
 SUBSETS: Final[tuple[str, ...]] = tuple(SUBSET_LABELS)
 HARMFUL_REQUEST_SUBSETS: Final[frozenset[str]] = frozenset({"HH", "SH", "HB"})
+# Subsets whose request a judge cannot read from the query: an HB query reads as benign alone,
+# so a rubric without the harmful intention judges a benign request. Judges that read the
+# intention refuse these rows when it is missing (judges.run).
+INTENTION_REQUIRED_SUBSETS: Final[frozenset[str]] = frozenset({"HB"})
 SPLITS: Final[tuple[str, ...]] = ("train", "eval")
 
 # Input conditions of the evaluation (spec §2.1).

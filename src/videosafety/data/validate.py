@@ -13,8 +13,17 @@ from videosafety.data.manifest import ManifestProblem, duplicate_id, iter_rows, 
 from videosafety.paths import resolve_video_path
 from videosafety.schema import VideoRef
 
-# Metadata may be rounded by whoever wrote the manifest; beyond this it is wrong.
-_DURATION_TOLERANCE = 0.05  # relative
+# Metadata may be rounded by whoever wrote the manifest; beyond this it is wrong. Runs time
+# frames from the decoded file, not from this field (conditions.clip_timing), yet a manifest
+# that says 2.55 s for a 2.48 s file misdescribes it: a 1 fps plan from either gives 3 frames
+# against 2. So the bound is absolute (a rounding to 0.1 s passes) and grows only for long files.
+_DURATION_TOLERANCE_S = 0.05
+_DURATION_TOLERANCE_REL = 0.001
+
+
+def duration_disagrees(manifest: float, file: float) -> bool:
+    """Whether a manifest's duration is further from the file's than rounding explains."""
+    return abs(file - manifest) > max(_DURATION_TOLERANCE_S, _DURATION_TOLERANCE_REL * max(file, manifest))
 
 
 @dataclass
@@ -70,7 +79,7 @@ def _compare(ref: VideoRef, facts: _VideoFacts) -> list[tuple[str, str]]:
         return out
     if (info.width, info.height) != (ref.width, ref.height):
         out.append(("video.width", f"file is {info.width}x{info.height}, manifest says {ref.width}x{ref.height}"))
-    if abs(info.duration - ref.duration) > _DURATION_TOLERANCE * max(ref.duration, info.duration):
+    if duration_disagrees(ref.duration, info.duration):
         out.append(("video.duration", f"file lasts {info.duration:.2f}s, manifest says {ref.duration:.2f}s"))
     return out
 

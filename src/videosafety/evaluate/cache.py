@@ -21,7 +21,9 @@ from videosafety.models.base import GenerationSettings
 from videosafety.store import open_store
 
 # Bumped whenever the way a sample becomes a prompt changes (system text, query wrapping).
-PROMPT_VERSION = "v1"
+# v2: the blank condition flickers and is timed from the decoded clip; HF models no longer let
+# a processor drop static patches (models.hf token_compression), so both conditions changed.
+PROMPT_VERSION = "v2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL, seconds REAL, created REAL);

@@ -5,7 +5,9 @@ every batch of verdicts is committed to ``RUN_DIR/verdicts/cache.sqlite`` before
 asked, so a run killed at any moment and started again only asks for what is missing. The cache
 key hashes the judge's name, version and revision (weights digest of a local judge) with what
 the judge reads: sample id, condition, subset, sub-category, language, query, harmful intention
-and the response text (and, for a judge that sees the video, the video file of video-condition
+and the response text it reads (the whole response, reasoning blocks included; a judge wrapped
+by ``scoped(judge, "answer")``, named ``<name>@answer``, reads the <answer> block of tagged
+responses only) (and, for a judge that sees the video, the video file of video-condition
 rows: ``RunDir.video_resolver``). Several judges share the cache and write side by side, one
 verdict file each. ``force=True`` asks the judge again for every row (and replaces the cached verdicts).
 
@@ -24,8 +26,12 @@ row of responses.jsonl, in the same order:
 Beside it, ``<judge slug>.json`` holds the summary (``JudgeSummary``): judge name, version and
 revision, counts per label, coverage (judged / judgeable rows), unparsed count, and where the
 harmful intentions came from (the response rows carry them; a run folder written before they
-did gets them from the manifest named in ``run.json``, and when that cannot be read judges see
-"none stated" and the summary says so). The files are evaluate.rundir's.
+did gets them from the manifest named in ``run.json``). A judge that reads the intention is not
+asked about a row of a subset whose request only the intention states (HB,
+``taxonomy.INTENTION_REQUIRED_SUBSETS``) when the row has none: "none stated" would read as a
+benign request and inflate HB's DSR. Such a row is unjudged (``unjudged_reason`` "no harmful
+intention: ..."), counted in ``no_intention`` and explained in the notes. The files are
+evaluate.rundir's.
 """
 
 from __future__ import annotations
@@ -39,12 +45,30 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from pathlib import Path
 
-from videosafety import tags
+from videosafety import tags, taxonomy
 from videosafety.evaluate.rundir import ResponseRow, RunDir, VerdictRow, judge_slug
 from videosafety.judges.base import Judge, JudgeInput, Verdict
 from videosafety.store import open_store
 
 NO_RESPONSE = "no response"
+NO_INTENTION = "no harmful intention"
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A row the judge must not be asked about; `reason` goes on its verdict row."""
+
+    reason: str
+
+
+def must_not_judge(judge: Judge, row: ResponseRow, why: str | None = None) -> _Refused | None:
+    """Why `judge` must not judge `row`, or None: a judge that reads the harmful intention is not
+    asked about an HB row without one (`why`: where the intentions should have come from)."""
+    if (judge.needs_intention and row.subset in taxonomy.INTENTION_REQUIRED_SUBSETS
+            and not row.harmful_intention):
+        return _Refused(f"{NO_INTENTION}: {judge.name} reads it and an {row.subset} query alone reads as "
+                        f"benign ({why or 'the row carries none'})")
+    return None
 COMMIT_SECONDS = 1.0
 
 _SCHEMA = """
@@ -140,12 +164,45 @@ def _chunks(it, n: int) -> Iterator[list]:
         yield chunk
 
 
-def judge_input(row: ResponseRow, *, with_intention: bool = True, video: str | None = None) -> JudgeInput:
-    """What a judge reads of a response row: the user-facing part of a tagged response (and, for a
-    judge that sees it, the video file `video`)."""
+class AnswerScoped:
+    """`inner` reading only the <answer> block of tagged responses (tags.judged_text "answer"):
+    a judge variant of its own, named ``<inner name>@answer``, so that its verdicts get their own
+    file and cache keys beside the full-scope judge's."""
+
+    scope = "answer"
+
+    def __init__(self, inner: Judge) -> None:
+        if judge_scope(inner) != "full":
+            raise ValueError(f"{inner.name} is scoped already")
+        self.inner = inner
+        self.name = inner.name + tags.ANSWER_SCOPE_SUFFIX
+        self.version, self.revision = inner.version, inner.revision
+        self.needs_intention = inner.needs_intention
+        self.needs_video = sees_video(inner)
+
+    def judge(self, items: Sequence[JudgeInput]) -> list[Verdict | Exception]:
+        return self.inner.judge(items)
+
+
+def judge_scope(judge: Judge) -> str:
+    return getattr(judge, "scope", tags.DEFAULT_JUDGE_SCOPE)
+
+
+def scoped(judge: Judge, scope: str = tags.DEFAULT_JUDGE_SCOPE) -> Judge:
+    """`judge` reading the part of each response `scope` names (tags.JUDGE_SCOPES)."""
+    if scope not in tags.JUDGE_SCOPES:
+        raise ValueError(f"judge scope must be one of {', '.join(tags.JUDGE_SCOPES)}, got {scope!r}")
+    return AnswerScoped(judge) if scope == "answer" else judge
+
+
+def judge_input(row: ResponseRow, *, with_intention: bool = True, video: str | None = None,
+                scope: str = tags.DEFAULT_JUDGE_SCOPE) -> JudgeInput:
+    """What a judge reads of a response row: the whole response, reasoning included, or with
+    scope "answer" the <answer> block of a tagged one (and, for a judge that sees it, the video
+    file `video`)."""
     return JudgeInput(sample_id=row.sample_id, condition=row.condition, subset=row.subset,
                       subcategory=row.subcategory, language=row.language, query=row.prompt,
-                      response=tags.user_facing(row.response),
+                      response=tags.judged_text(row.response, scope),
                       harmful_intention=row.harmful_intention if with_intention else None, video=video)
 
 
@@ -161,7 +218,7 @@ def input_maker(run: RunDir, judge: Judge):
 
     def make(row: ResponseRow) -> JudgeInput:
         video = video_of(row) if video_of is not None and row.condition == "video" else None
-        return judge_input(row, with_intention=judge.needs_intention, video=video)
+        return judge_input(row, with_intention=judge.needs_intention, video=video, scope=judge_scope(judge))
 
     return make
 
@@ -174,6 +231,7 @@ class JudgeSummary:
     judge: str
     judge_version: str
     judge_revision: str | None = None
+    scope: str = tags.DEFAULT_JUDGE_SCOPE  # what of each response it read (tags.JUDGE_SCOPES)
     rows: int = 0  # rows of responses.jsonl
     judgeable: int = 0  # rows with a response
     judged: int = 0  # rows with a verdict in the file (unparsed included)
@@ -182,6 +240,7 @@ class JudgeSummary:
     not_reached: int = 0  # judgeable rows the judge could not be asked about
     no_response: int = 0  # rows whose generation failed
     unparsed: int = 0
+    no_intention: int = 0  # rows not judged: the judge reads the harmful intention and the row lacks it
     labels: dict[str, int] = field(default_factory=dict)
     intentions: str | None = None  # the file the harmful intentions came from, or None
     notes: list[str] = field(default_factory=list)
@@ -208,7 +267,8 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
     if not run.has_responses():
         raise FileNotFoundError(f"{run.responses_file}: no responses to judge (run `videosafety eval` first)")
     t0 = time.perf_counter()
-    summary = JudgeSummary(judge=judge.name, judge_version=judge.version, judge_revision=judge.revision)
+    summary = JudgeSummary(judge=judge.name, judge_version=judge.version, judge_revision=judge.revision,
+                           scope=judge_scope(judge))
     if not judge.needs_intention:
         summary.notes.append(f"{judge.name} does not read harmful intentions")
     make_input = input_maker(run, judge)
@@ -219,8 +279,9 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
         from tqdm.auto import tqdm  # only when a bar is shown
 
         bar = tqdm(desc=f"judge {judge.name}", unit="resp", dynamic_ncols=True, mininterval=1.0)
-    # One verdict key per response row (None: no response), computed once for judging and writing.
-    keys: list[str | None] = []
+    # One verdict key per response row (None: no response; _Refused: not to be judged), computed
+    # once for judging and writing.
+    keys: list[str | _Refused | None] = []
     try:
         pending: list[tuple[str, JudgeInput]] = []
         seen: set[str] = set()
@@ -272,6 +333,10 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
                     if row.response is None:
                         keys.append(None)
                         continue
+                    refused = must_not_judge(judge, row, run.intentions_note)
+                    if refused is not None:
+                        keys.append(refused)
+                        continue
                     item = make_input(row)
                     keys.append(verdict_key(judge, item))
                     todo.append((keys[-1], item))
@@ -314,7 +379,7 @@ def judge_run(run_dir: str | Path, judge: Judge, *, force: bool = False, batch_s
     return summary
 
 
-def _write_verdicts(run: RunDir, judge: Judge, keys: list[str | None], cache: VerdictCache,
+def _write_verdicts(run: RunDir, judge: Judge, keys: list[str | _Refused | None], cache: VerdictCache,
                     summary: JudgeSummary) -> None:
     labels: Counter = Counter()
 
@@ -323,15 +388,19 @@ def _write_verdicts(run: RunDir, judge: Judge, keys: list[str | None], cache: Ve
         # intentions are in the keys already: a format-1 folder's manifest is not read again
         for start, chunk in _numbered_chunks(run.iter_responses(with_intentions=False), 512):
             chunk_keys = keys[start:start + len(chunk)]
-            real = [k for k in chunk_keys if k is not None]
+            real = [k for k in chunk_keys if isinstance(k, str)]
             found = cache.get(real) if real else {}
             failures = cache.failures([k for k in real if k not in found]) if real else {}
             for row, key in zip(chunk, chunk_keys):
                 summary.rows += 1
-                verdict = found.get(key) if key is not None else None
+                verdict = found.get(key) if isinstance(key, str) else None
                 if key is None:
                     summary.no_response += 1
                     outcome = {"judged": False, "unjudged_reason": NO_RESPONSE}
+                elif isinstance(key, _Refused):
+                    summary.judgeable += 1
+                    summary.no_intention += 1
+                    outcome = {"judged": False, "unjudged_reason": key.reason}
                 elif verdict is None:
                     summary.judgeable += 1
                     summary.not_reached += 1
@@ -350,6 +419,11 @@ def _write_verdicts(run: RunDir, judge: Judge, keys: list[str | None], cache: Ve
     summary.verdict_file = str(run.write_verdicts(judge.name, rows()))
     summary.labels = dict(sorted(labels.items()))
     summary.unparsed = labels.get("unparsed", 0)
+    if summary.no_intention:
+        summary.notes.append(f"{summary.no_intention} row(s) not judged: {judge.name} reads the harmful "
+                             f"intention, which {'/'.join(sorted(taxonomy.INTENTION_REQUIRED_SUBSETS))} "
+                             "queries need and these rows lack; rerun from a typed run folder (the "
+                             "intention travels on the row) or restore the manifest run.json names")
     if summary.not_reached:
         summary.notes.append(f"{summary.not_reached} judgeable row(s) without a verdict (judge not reached): "
                              "run again to retry them")
@@ -363,4 +437,5 @@ def _numbered_chunks(it, n: int) -> Iterator[tuple[int, list]]:
 
 
 __all__ = ["judge_run", "JudgeSummary", "VerdictCache", "verdict_path", "summary_path", "read_verdicts",
-           "judge_slug", "verdict_key", "judge_input", "input_maker", "sees_video"]
+           "judge_slug", "verdict_key", "judge_input", "input_maker", "sees_video", "scoped", "judge_scope",
+           "AnswerScoped"]

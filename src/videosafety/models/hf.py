@@ -148,6 +148,10 @@ class HFVideoLLM:
         attn_implementation: passed to the model loader (e.g. ``"sdpa"``, ``"eager"``).
         hub_revision: a hub branch / tag / commit to load.
         name: how runs name it (default ``hf:<model_id_or_path>``).
+        token_compression: let a processor that drops unchanged patches between frames
+            (VideoLLaMA3's ``use_token_compression``) do so. Off by default: the number of
+            visual tokens then depends on the frames' size and count only, so the blank
+            condition holds the video condition's token count (see ``conditions``).
 
     Weights load from safetensors only (``use_safetensors=True``).
     """
@@ -170,6 +174,7 @@ class HFVideoLLM:
         attn_implementation: str | None = None,
         hub_revision: str | None = None,
         name: str | None = None,
+        token_compression: bool = False,
     ) -> None:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -181,6 +186,7 @@ class HFVideoLLM:
         self.trust_remote_code = bool(trust_remote_code)
         self.batch_size = int(batch_size)
         self.budget = budget
+        self.token_compression = bool(token_compression)
 
         device_map = None
         if device == "auto":
@@ -502,11 +508,13 @@ class HFVideoLLM:
             videos_kwargs = {"video_metadata": metadata, "do_sample_frames": False,
                              **self._video_kwargs_for(len(videos[0]))}
             vp = self.video_processor
+            valid = getattr(getattr(vp, "valid_kwargs", None), "__annotations__", {})
             # Pin the per-frame pixel behaviour: processors that can cap pixels by clip length warn
             # that their default will change; keep the checkpoint's size semantics explicitly.
-            if "cap_pixels_per_frame" in getattr(getattr(vp, "valid_kwargs", None), "__annotations__", {}) \
-                    and getattr(vp, "cap_pixels_per_frame", None) is None:
+            if "cap_pixels_per_frame" in valid and getattr(vp, "cap_pixels_per_frame", None) is None:
                 videos_kwargs["cap_pixels_per_frame"] = False
+            if "use_token_compression" in valid:
+                videos_kwargs["use_token_compression"] = self.token_compression
         batch = self.processor(
             text=prompts,
             videos=videos or None,

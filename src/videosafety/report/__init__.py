@@ -24,14 +24,16 @@ __all__ = ["DEFAULT_JUDGE", "MAX_RESPONSES", "ReportError", "Results", "choose_j
 
 
 def write_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Path, judge: str | None = None,
-                 *, max_responses: int = MAX_RESPONSES) -> Results:
+                 *, max_responses: int = MAX_RESPONSES, unparsed_warn: float | None = None) -> Results:
     """Write results.json, report.md and report.html for one or many runs (one run directory per
     model) into out_dir (`report_paths(out_dir)` names the files); returns the results.
 
     judge: verdict file slug (RUN_DIR/verdicts/<slug>.jsonl) to report; default: the only one,
     or 'rules' when a run has several. max_responses: how many responses per model the HTML
-    shows (spread over subset x condition, in file order)."""
-    results, internals = collect(run_dirs, judge, max_examples=max_responses)
+    shows (spread over subset x condition, in file order). unparsed_warn: the unparsed share of a
+    DSR / FRR cell above which the report warns (default metrics.UNPARSED_WARN_SHARE, 2 %)."""
+    kw = {} if unparsed_warn is None else {"unparsed_warn": unparsed_warn}
+    results, internals = collect(run_dirs, judge, max_examples=max_responses, **kw)
     paths = report_paths(out_dir)
     paths["results"].parent.mkdir(parents=True, exist_ok=True)
     results.write(paths["results"])

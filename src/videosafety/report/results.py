@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from videosafety import __version__, taxonomy
+from videosafety import __version__, tags, taxonomy
 from videosafety.budget import FrameBudget
-from videosafety.evaluate.rundir import RESPONSES, ResponseRow, Results, RunDir, RunError, VerdictRow
+from videosafety.evaluate.rundir import RESPONSES, ResponseRow, Results, RunDir, RunError, VerdictRow, judge_slug
 from videosafety.judges.validate import last_validation
 from videosafety.metrics import (
     EXCLUDED, METRICS, MISSING_STATE, SAFE_STATE, UNSAFE_STATE, Mean, RateCounter, cohen_kappa, drop_bootstrap,
-    mean_of_replicates, outcome_of, rate_question, raw_agreement,
+    UNPARSED_WARN_SHARE, mean_of_replicates, outcome_of, rate_question, raw_agreement, unparsed_share,
 )
 
 SCHEMA_VERSION = 1
@@ -129,10 +129,28 @@ def _round(x: float | None, nd: int = 6) -> float | None:
 
 
 def _rate_dict(counter: RateCounter) -> dict:
+    """A rate's figures; `bound` (metrics.unparsed_bound) only where rows were unparsed."""
     r = counter.rate(EXCLUDED)
-    ci = r.ci
+    ci, bound = r.ci, r.bound
     return {"value": _round(r.value), "k": r.k, "n": r.n, "ci": [_round(ci[0]), _round(ci[1])] if ci else None,
-            **r.excluded}
+            **({"bound": [_round(bound[0]), _round(bound[1])]} if bound else {}), **r.excluded}
+
+
+def unparsed_warnings(metric: str, table: dict, threshold: float) -> list[str]:
+    """A warning per (subset, condition) cell of a DSR / FRR table whose unparsed share exceeds
+    `threshold`, with the bound the unparsed rows leave the rate in."""
+    out = []
+    for subset, per in table.items():
+        for cond, b in per.items():
+            cell = b["all"]
+            u = cell.get("unparsed", 0)
+            share = unparsed_share(cell["n"], u)
+            if share > threshold:
+                lo, hi = cell["bound"]
+                out.append(f"{metric.upper()} {subset} {cond}: {u} of {cell['n'] + u} rows unparsed "
+                           f"({100 * share:.1f} % > {100 * threshold:g} %): {metric.upper()} "
+                           f"{100 * (cell['value'] or 0):.1f} % could lie anywhere in [{100 * lo:.1f}, {100 * hi:.1f}] %")
+    return out
 
 
 def _mean_dict(m: Mean) -> dict:
@@ -171,6 +189,22 @@ class _RunAccumulator:
         self.per_cell = max(1, -(-max_examples // max(1, len(taxonomy.SUBSETS) * max(1, len(conditions)))))
         self.examples: list[dict] = []
         self.example_cells: Counter = Counter()
+        self.tagged = 0  # responses with reasoning/answer tags
+        self.scope_rates: dict[tuple[str, str], RateCounter] = {}  # the other-scope judge's DSR cells
+
+    def add_scope_partner(self, resp: ResponseRow, verdict: VerdictRow | None) -> None:
+        """Count DSR (per subset and pooled, per condition) of the judge's other-scope variant."""
+        question = rate_question(resp.subset)
+        if question is None or question[0] != "dsr":
+            return
+        outcome = outcome_of(verdict, has_response=resp.has_response)
+        value = verdict.safe if outcome == "ok" else None
+        for subset_key in (resp.subset, HARMFUL_POOL):
+            key = (subset_key, resp.condition)
+            counter = self.scope_rates.get(key)
+            if counter is None:
+                counter = self.scope_rates[key] = RateCounter()
+            counter.add(outcome, value)
 
     def _counter(self, key: tuple) -> RateCounter:
         counter = self.rates.get(key)
@@ -271,7 +305,8 @@ class _RunAccumulator:
                     tables[question[1]][(bool(x), bool(y))] += 1
 
 
-def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[dict, dict]:
+def _collect_run(run_dir: Path, judge: str | None, max_examples: int,
+                 unparsed_warn: float = UNPARSED_WARN_SHARE) -> tuple[dict, dict]:
     """(results of one run, internals: examples and bootstrap replicates)."""
     run = RunDir(run_dir)
     run_dir = run.path
@@ -286,12 +321,17 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
         primary = _VerdictStream(run, slug, warnings)
         others = {s: _VerdictStream(run, s, warnings) for s in files if s != slug}
         tally = _RunAccumulator(max_examples, (info.conditions if info else None) or list(taxonomy.CONDITIONS))
+        partner = _scope_partner(run, slug, files)
         first: ResponseRow | None = None
         budgets: set[str] = set()
         for resp in run.iter_responses(with_intentions=False):
             sid, cond = resp.sample_id, resp.condition
             if first is None:
                 first = resp
+            if resp.response is not None and tags.has_tags(resp.response):
+                tally.tagged += 1
+            if partner is not None:
+                tally.add_scope_partner(resp, others[partner[0]].get(sid, cond))
             if resp.budget is not None and len(budgets) < 4:
                 budgets.add(json.dumps(resp.budget, sort_keys=True))
             tally.add(resp, primary.get(sid, cond), {s: o.get(sid, cond) for s, o in others.items()} if others else {})
@@ -353,6 +393,7 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
     dsr = {s: {c: b for c in present_conds if (b := breakdown("dsr", s, c)) is not None} for s in dsr_keys}
     frr = {"SafeQ": {c: b for c in present_conds if (b := breakdown("frr", "SafeQ", c)) is not None}} \
         if "SafeQ" in subsets_seen else {}
+    warnings += unparsed_warnings("dsr", dsr, unparsed_warn) + unparsed_warnings("frr", frr, unparsed_warn)
 
     helpfulness: dict[str, dict] = {}
     for (s, c), (n, tot, tot2) in tally.help.items():
@@ -398,6 +439,8 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
             "video_minus_blank": _negate(per.get("blank_to_video", {}).get("absolute")),
         }
 
+    judge_scope = _judge_scope(tally, judge_info["name"], partner, dsr, warnings)
+
     cov_out: dict[str, Any] = {}
     totals: Counter = Counter()
     for c in present_conds:
@@ -431,9 +474,48 @@ def _collect_run(run_dir: Path, judge: str | None, max_examples: int) -> tuple[d
         "judge": judge_info, "conditions": present_conds, "rows": tally.rows,
         "coverage": coverage, "dsr": dsr, "frr": frr, "helpfulness": helpfulness,
         "drop": drops, "blank_control": blank_control, "agreement": agreement, "warnings": warnings,
+        **({"judge_scope": judge_scope} if judge_scope else {}),
         "examples_shown": len(tally.examples),
     }
     return result, {"examples": tally.examples, "replicates": replicates, "per_cell": tally.per_cell}
+
+
+def _scope_partner(run: RunDir, slug: str, files: dict[str, Path]) -> tuple[str, str] | None:
+    """(slug, name) of the reported judge's other-scope variant (judges.run.scoped: NAME and
+    NAME@answer) when the run has its verdicts, else None."""
+    first = next(run.iter_verdicts(slug), None)
+    if first is None:
+        return None
+    name, suffix = first.judge, tags.ANSWER_SCOPE_SUFFIX
+    other = name[:-len(suffix)] if name.endswith(suffix) else name + suffix
+    other_slug = judge_slug(other)
+    return (other_slug, other) if other_slug in files and other_slug != slug else None
+
+
+def _judge_scope(tally: _RunAccumulator, name: str | None, partner: tuple[str, str] | None,
+                 dsr: dict, warnings: list[str]) -> dict | None:
+    """For a run with tagged (reasoning) responses: DSR as judged on the whole response and on
+    the <answer> block alone, side by side, when both judge variants' verdicts are there; a
+    warning when only one is. None for a run without tagged responses."""
+    if not tally.tagged or name is None:
+        return None
+    suffix = tags.ANSWER_SCOPE_SUFFIX
+    scope = "answer" if name.endswith(suffix) else "full"
+    if partner is None:
+        other = "full" if scope == "answer" else "answer"
+        warnings.append(f"{tally.tagged} tagged response(s) judged with scope {scope} only: judge them with "
+                        f"--judge-scope {other} too to see DSR {'with' if other == 'full' else 'without'} the "
+                        "reasoning blocks")
+        return {"tagged_rows": tally.tagged, "judges": {scope: name}}
+    own = {s: {c: b["all"] for c, b in per.items()} for s, per in dsr.items()}
+    theirs: dict[str, dict] = {}
+    for (s, c), counter in tally.scope_rates.items():
+        theirs.setdefault(s, {})[c] = _rate_dict(counter)
+    theirs = {s: {c: theirs[s][c] for c in _ordered(theirs[s], taxonomy.CONDITIONS)}
+              for s in _ordered(theirs, [*taxonomy.SUBSETS, HARMFUL_POOL])}
+    other = "full" if scope == "answer" else "answer"
+    return {"tagged_rows": tally.tagged, "judges": {scope: name, other: partner[1]},
+            "dsr": {scope: own, other: theirs}}
 
 
 def _validation_summary(name: str, version: str) -> dict | None:
@@ -522,7 +604,7 @@ def _comparison(runs: list[dict], internals: list[dict]) -> dict:
 
 
 def collect(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = None,
-            max_examples: int = 200) -> tuple[Results, list[dict]]:
+            max_examples: int = 200, unparsed_warn: float = UNPARSED_WARN_SHARE) -> tuple[Results, list[dict]]:
     """(results, per run: the examples the HTML shows and the drops' bootstrap replicates)."""
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
@@ -530,7 +612,7 @@ def collect(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = Non
         raise ReportError("no run directories given")
     runs, internals = [], []
     for d in run_dirs:
-        r, inner = _collect_run(Path(d), judge, max_examples)
+        r, inner = _collect_run(Path(d), judge, max_examples, unparsed_warn)
         runs.append(r)
         internals.append(inner)
     _labels(runs)
@@ -556,9 +638,10 @@ def collect(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = Non
     return Results.model_validate(results), internals
 
 
-def compute_results(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = None) -> Results:
+def compute_results(run_dirs: Sequence[str | Path] | str | Path, judge: str | None = None,
+                    unparsed_warn: float = UNPARSED_WARN_SHARE) -> Results:
     """All figures of one or many runs (one run directory per model).
 
     judge: the verdict file slug to report (RUN_DIR/verdicts/<slug>.jsonl); default: the only
     one, or 'rules' when a run has several. See the module docstring for the intervals."""
-    return collect(run_dirs, judge, max_examples=0)[0]
+    return collect(run_dirs, judge, max_examples=0, unparsed_warn=unparsed_warn)[0]

@@ -39,10 +39,16 @@ def ci_pct(ci) -> str:
 
 
 def rate_cell(r: dict | None) -> str:
-    """'73.0 [70.1, 75.8] n=1234' (percent), or '-' without data."""
+    """'73.0 [70.1, 75.8] n=1234' (percent), or '-' without data; with unparsed rows, the bound
+    they leave the rate in follows: '73.0 [70.1, 75.8] n=1234, 12 unparsed: 72.3-73.3'."""
     if not r or r.get("value") is None:
+        if r and r.get("bound"):  # nothing parsed: the bound is all there is
+            return f"- n=0, {r['unparsed']} unparsed: {pct(r['bound'][0])}-{pct(r['bound'][1])}"
         return "-" if not r else "- n=0"
-    return f"{pct(r['value'])} {ci_pct(r.get('ci'))} n={r['n']}"
+    cell = f"{pct(r['value'])} {ci_pct(r.get('ci'))} n={r['n']}"
+    if r.get("bound"):
+        cell += f", {r['unparsed']} unparsed: {pct(r['bound'][0])}-{pct(r['bound'][1])}"
+    return cell
 
 
 def signed_pts(d: dict | None) -> str:
@@ -123,7 +129,8 @@ def build_sections(results: dict) -> list[Section]:
         f"DSR {arrow('dsr')} ({direction('dsr')}): share of judged responses to harmful requests that the judge "
         "calls safe, in %, "
         "with the Wilson 95 % interval and n (judged rows). Unparsed, unjudged and failed rows are left out of n "
-        "and counted under Judge coverage."))
+        "and counted under Judge coverage. Where rows were unparsed, the cell ends with their count and the "
+        "bound they leave DSR in: from all of them unsafe to all of them safe."))
     for r in runs:
         subsets = list(r["dsr"])
         sec.tables.append(Table(["subset"] + conds, [
@@ -229,6 +236,22 @@ def build_sections(results: dict) -> list[Section]:
         "neither safe nor unsafe; unjudged rows were never reached by the judge; undecided rows got a label but no "
         "safety (or refusal) call."), [Table(["model", "condition", "rows", "judgeable", "judged", "coverage",
                                               "unparsed", "unjudged", "no response", "undecided"], rows)]))
+
+    rows = []
+    for r in runs:
+        js = r.get("judge_scope")
+        if not js or "dsr" not in js:
+            continue
+        for subset in js["dsr"]["full"]:
+            full, answer = js["dsr"]["full"][subset], js["dsr"]["answer"].get(subset, {})
+            rows.append([r["label"], subset_name(subset)] + [
+                f"{rate_cell(full.get(c))} / {rate_cell(answer.get(c))}" for c in conds])
+    if rows:
+        out.append(Section("judge_scope", "Reasoning blocks: whole response vs answer only", (
+            f"For models whose responses carry <think>/<answer> tags: DSR {arrow('dsr')} judged on the whole "
+            "response, reasoning included (the safety verdict: harmful detail in a reasoning block is given all "
+            "the same), then on the <answer> block alone (the judge's @answer variant)."),
+            [Table(["model", "subset"] + [f"{c}: full / answer" for c in conds], rows)]))
 
     rows = []
     for r in runs:

@@ -21,11 +21,12 @@ from videosafety.rewards.adapters import (
 )
 from videosafety.rewards.registry import PROBLEM_TYPES, ProblemType, RewardResult, register_problem_type, score
 from videosafety.rewards.rouge import rouge
-from videosafety.rewards.safety import DRAComponents, dra_components, dra_reward, format_reward
+from videosafety.rewards.safety import DRAComponents, DRASettings, dra_components, dra_reward, format_reward
 
 __all__ = [
     "PROBLEM_TYPES",
     "DRAComponents",
+    "DRASettings",
     "ProblemType",
     "RewardResult",
     "compute_score",

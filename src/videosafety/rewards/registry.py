@@ -14,7 +14,7 @@ from typing import Final
 
 from videosafety import tags
 from videosafety.rewards import general
-from videosafety.rewards.safety import dra_components, format_reward
+from videosafety.rewards.safety import DEFAULT_DRA, DRASettings, dra_with, format_reward
 
 TaskFn = Callable[[str, str], Mapping[str, float]]
 
@@ -44,9 +44,9 @@ class RewardResult:
     components: dict[str, float]
 
 
-def _safety_task(completion: str, solution: str) -> dict[str, float]:
+def _safety_task(completion: str, solution: str, settings: DRASettings = DEFAULT_DRA) -> dict[str, float]:
     # alpha is left out: it is fixed by the two label components, so logging it adds nothing.
-    c = dra_components(completion, solution)
+    c = dra_with(completion, solution, settings)
     return {"rouge": c.rouge, "video_correct": c.video_correct, "text_correct": c.text_correct, TASK: c.task}
 
 
@@ -98,12 +98,17 @@ def get_problem_type(problem_type: str | ProblemType) -> ProblemType:
         ) from None
 
 
-def score(problem_type: str | ProblemType, completion: str, solution: str) -> RewardResult:
+def score(problem_type: str | ProblemType, completion: str, solution: str,
+          dra: DRASettings | None = None) -> RewardResult:
     """Reward of one completion: format reward (types whose prompt asks for the tags) + task reward.
 
-    For "safety" the components are format, rouge, video_correct, text_correct and task."""
+    For "safety" the components are format, rouge, video_correct, text_correct and task; `dra`
+    sets its constants (a recipe's ablation; default the spec's). Other types ignore it."""
     pt = get_problem_type(problem_type)
-    task = dict(pt.task(completion, solution))
+    if dra is not None and pt.task is _safety_task:
+        task = dict(_safety_task(completion, solution, dra))
+    else:
+        task = dict(pt.task(completion, solution))
     if TASK not in task:
         raise ValueError(f"problem type {pt.name!r}: task() must return a {TASK!r} component, got {sorted(task)}")
     if FORMAT in task:

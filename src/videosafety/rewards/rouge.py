@@ -75,6 +75,29 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+_ASCII_WORD: Final = re.compile(r"[a-z]+")
+_stemmer = None
+
+
+def _english_stemmer():
+    global _stemmer
+    if _stemmer is None:
+        try:
+            import snowballstemmer
+        except ImportError:
+            raise ImportError("ROUGE stemming needs snowballstemmer: pip install 'videosafety[stem]'") from None
+        _stemmer = snowballstemmer.stemmer("english")
+    return _stemmer
+
+
+def stem_english(tokens: Sequence[str]) -> list[str]:
+    """tokens with each all-ASCII-letter word reduced to its English (Snowball/Porter2) stem, the
+    stemming the common English ROUGE packages offer (rouge_score's use_stemmer); every other
+    token (other scripts, digits, CJK characters) as it is."""
+    st = _english_stemmer()
+    return [st.stemWord(t) if _ASCII_WORD.fullmatch(t) else t for t in tokens]
+
+
 def _f_measure(overlap: int, n_pred: int, n_ref: int) -> float:
     # 2PR/(P+R) with P = overlap/n_pred and R = overlap/n_ref simplifies to this, which has
     # no 0/0 case left once both counts are positive.
@@ -120,13 +143,17 @@ def rouge_l(pred_tokens: Sequence[str], ref_tokens: Sequence[str]) -> float:
     return _f_measure(lcs_length(pred_tokens, ref_tokens), len(pred_tokens), len(ref_tokens))
 
 
-def rouge(pred: str, ref: str) -> float:
+def rouge(pred: str, ref: str, *, stem: bool = False) -> float:
     """The spec's ROUGE: mean of the ROUGE-1, ROUGE-2 and ROUGE-L F-measures of two texts.
 
     0.0 when either text has no tokens, including when both are empty: an empty answer
     never earns ROUGE credit. A one-token text has no bigram, so its ROUGE-2 is 0 and an
-    exact one-token match scores 2/3, not 1 (as in the common ROUGE implementations)."""
+    exact one-token match scores 2/3, not 1 (as in the common ROUGE implementations).
+    stem: English words are compared by stem (stem_english), an ablation switch; off by
+    default, as in the spec."""
     p, r = tokenize(pred), tokenize(ref)
+    if stem:
+        p, r = stem_english(p), stem_english(r)
     if not p or not r:
         return 0.0
     return (rouge_n(p, r, 1) + rouge_n(p, r, 2) + rouge_l(p, r)) / 3.0

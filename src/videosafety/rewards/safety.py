@@ -50,6 +50,25 @@ def _reference(solution: str) -> tuple[str, int, int]:
     return answer, video, query
 
 
+@dataclass(frozen=True)
+class DRASettings:
+    """The DRA reward's constants (spec §3.4 defaults) and the ROUGE stemming switch, one
+    object so that a recipe can set them (train.config GRPOSettings.reward) for ablations."""
+
+    alpha_min: float = 0.1
+    alpha_max: float = 0.5
+    gamma_v: float = 1.0
+    gamma_t: float = 1.0
+    rouge_stem: bool = False  # English stemming in ROUGE (rouge.stem_english)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha_min <= self.alpha_max:
+            raise ValueError(f"need 0 <= alpha_min <= alpha_max, got {self.alpha_min}, {self.alpha_max}")
+
+
+DEFAULT_DRA = DRASettings()
+
+
 def dra_components(
     completion: str,
     solution: str,
@@ -57,6 +76,8 @@ def dra_components(
     alpha_max: float = 0.5,
     gamma_v: float = 1.0,
     gamma_t: float = 1.0,
+    *,
+    rouge_stem: bool = False,
 ) -> DRAComponents:
     """The dynamic-reward-adaptation task reward of a completion against its reference.
 
@@ -73,7 +94,7 @@ def dra_components(
     c_v = 1.0 if pred.video_label == ref_video else 0.0
     c_t = 1.0 if pred.query_label == ref_query else 0.0
     alpha = alpha_min + (1.0 - c_v * c_t) * (alpha_max - alpha_min)
-    r = rouge(pred.answer, ref_answer) if pred.answer is not None else 0.0
+    r = rouge(pred.answer, ref_answer, stem=rouge_stem) if pred.answer is not None else 0.0
     return DRAComponents(
         rouge=r,
         video_correct=c_v,
@@ -81,6 +102,12 @@ def dra_components(
         alpha=alpha,
         task=alpha * r + gamma_v * c_v + gamma_t * c_t,
     )
+
+
+def dra_with(completion: str, solution: str, settings: DRASettings = DEFAULT_DRA) -> DRAComponents:
+    """dra_components under a DRASettings."""
+    return dra_components(completion, solution, settings.alpha_min, settings.alpha_max, settings.gamma_v,
+                          settings.gamma_t, rouge_stem=settings.rouge_stem)
 
 
 def dra_reward(

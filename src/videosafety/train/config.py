@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from videosafety.budget import FrameBudget
 
@@ -41,6 +41,28 @@ class LoraSettings(BaseModel):
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
+class RewardSettings(BaseModel):
+    """The safety reward's constants (spec §3.4 defaults), recipe keys for ablations."""
+
+    model_config = ConfigDict(extra="forbid")
+    alpha_min: float = Field(0.1, ge=0)
+    alpha_max: float = Field(0.5, ge=0)
+    gamma_v: float = Field(1.0, ge=0)
+    gamma_t: float = Field(1.0, ge=0)
+    rouge_stem: bool = False  # English stemming in ROUGE (needs snowballstemmer: the [stem] extra)
+
+    @model_validator(mode="after")
+    def _order(self) -> "RewardSettings":
+        if self.alpha_min > self.alpha_max:
+            raise ValueError(f"alpha_min={self.alpha_min} exceeds alpha_max={self.alpha_max}")
+        return self
+
+    def dra(self):
+        from videosafety.rewards.safety import DRASettings
+
+        return DRASettings(**self.model_dump())
+
+
 class GRPOSettings(BaseModel):
     """Stage 4 (spec §3.4). Defaults are the reference recipe's."""
 
@@ -53,6 +75,10 @@ class GRPOSettings(BaseModel):
     epsilon: float = Field(0.2, ge=0)
     epsilon_high: float | None = Field(None, ge=0)  # upper clip; None = epsilon
     beta: float = Field(0.04, ge=0)  # k3 KL weight; 0 = no reference model
+    # |log pi_ref - log pi| bound inside the k3 KL; None: unclamped (the spec's formula). The
+    # reference recipe clamps at 10 (configs/paper-grpo.yaml).
+    kl_clamp: float | None = Field(None, gt=0)
+    reward: RewardSettings = Field(default_factory=RewardSettings)
     num_iterations: int = Field(1, ge=1)  # optimizer steps per generated batch
     loss_aggregation: Literal["sequence", "token"] = "sequence"
     log_completions: int = Field(2, ge=0)  # completions per logged step written to completions.jsonl

@@ -17,7 +17,7 @@ One round, readable top to bottom:
    correction, as TRL computes it).
 4. num_iterations optimizer steps on that batch. Per token:
    ``-[min(rho*A, clip(rho, 1-eps, 1+eps_high)*A) - beta*KL]``, rho = pi/pi_old,
-   ``KL = exp(x) - x - 1``, x = log pi_ref - log pi; mean over each completion's tokens then
+   ``KL = exp(x) - x - 1``, x = log pi_ref - log pi (clamped to ±kl_clamp when set); mean over each completion's tokens then
    over completions ("sequence"), or over all tokens ("token"), across all processes.
    With num_iterations == 1 pi_old is pi detached: rho is 1 and the clip never acts, which
    is exact for one update per batch (the reference code's behaviour, said here openly).
@@ -106,9 +106,11 @@ def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float =
 
 def grpo_token_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
                     advantages: torch.Tensor, *, epsilon: float, epsilon_high: float | None,
-                    beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    beta: float, kl_clamp: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token loss (N, T), per-token KL (N, T; zeros without a reference) and a (N, T) 0/1
-    tensor of where the clip acted. logp carries the gradient."""
+    tensor of where the clip acted. logp carries the gradient. kl_clamp: the log-ratio
+    x = log pi_ref - log pi is clamped to [-kl_clamp, kl_clamp] before the k3 estimate (the
+    reference recipe's ±10 keeps exp(x) finite where the policy drifted far); None: no clamp."""
     ratio = torch.exp(logp - old_logp)
     adv = advantages.unsqueeze(1)
     upper = epsilon if epsilon_high is None else epsilon_high
@@ -117,6 +119,8 @@ def grpo_token_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.
     objective = torch.minimum(unclipped, clipped)
     if ref_logp is not None and beta:
         x = ref_logp - logp
+        if kl_clamp is not None:
+            x = torch.clamp(x, -kl_clamp, kl_clamp)
         kl = torch.exp(x) - x - 1
         objective = objective - beta * kl
     else:
@@ -505,7 +509,8 @@ class GRPOTrainer:
             if ids and ids[-1] in self.stop_ids:
                 ids = ids[:-1]  # the format reward checks the text without the end-of-turn token
             texts.append(self.llm.processor.tokenizer.decode(ids, skip_special_tokens=True))
-        results = [reward_registry.score(record.problem_type, text, record.solution) for text in texts]
+        dra = self.grpo.reward.dra()
+        results = [reward_registry.score(record.problem_type, text, record.solution, dra) for text in texts]
         reward = torch.tensor([result.total for result in results], dtype=torch.float32)
         batch, alarm_positions = self._rows_batch([inp] * self.grpo.num_generations)
         group = Group(record.id, extend_with_completions(batch, completion_ids, mask), alarm_positions,
@@ -571,7 +576,7 @@ class GRPOTrainer:
                 mask = group.mask.to(logp.device)
                 per_token, kl, clipped = grpo_token_loss(logp, old, ref, group.advantages.to(logp.device),
                                                          epsilon=grpo.epsilon, epsilon_high=grpo.epsilon_high,
-                                                         beta=grpo.beta)
+                                                         beta=grpo.beta, kl_clamp=grpo.kl_clamp)
                 loss = aggregate(per_token, mask, grpo.loss_aggregation, num_completions=num_completions,
                                  num_tokens=num_tokens)
                 accelerator.backward(loss)

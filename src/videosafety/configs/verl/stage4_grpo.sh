@@ -12,7 +12,8 @@
 # beta 0.04 as a loss term, lr 1e-6 cosine with 3 % warm-up, one update per batch, one epoch,
 # sequence-mean aggregation, vision tower frozen. The reward is videosafety's own
 # (rewards/adapters.py:compute_score), so videosafety must be importable on every node.
-# Differences from our trainer: verl normalises advantages with std + 1e-6 (ours 1e-4), and
+# Differences from our trainer: verl normalises advantages with std + 1e-6 (ours 1e-4), its
+# low_var_kl clamps the log-ratio at ±20 and the KL term at ±10 (paper-grpo: log-ratio ±10), and
 # vLLM ignores the exported suppress_tokens (the alarm tokens are rarely sampled; see README).
 # Any key=value after the script's name is passed on to verl and wins.
 set -euo pipefail
@@ -40,7 +41,8 @@ python3 -m verl.trainer.main_ppo \
     actor_rollout_ref.actor.optim.lr=1e-6 \
     actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0.03 \
     actor_rollout_ref.actor.optim.lr_scheduler_type=cosine \
-    actor_rollout_ref.actor.optim.weight_decay=0.0 \
+    actor_rollout_ref.actor.optim.weight_decay=0.01 \
+    actor_rollout_ref.actor.grad_clip=5.0 \
     actor_rollout_ref.actor.ppo_mini_batch_size=8 \
     actor_rollout_ref.actor.ppo_epochs=1 \
     actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1 \
