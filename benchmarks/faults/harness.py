@@ -117,6 +117,28 @@ def sqlite_rows(path: Path, table: str) -> int:
             return 0
 
 
+def mini_with_records(out: Path, grpo_safety: int, grpo_general: int = 0) -> Path:
+    """VSB-mini in `out` with 16 AT-SFT records (12 safety, 4 general: at_16.jsonl) and a GRPO
+    file of `grpo_safety` video safety problems spread over the split plus `grpo_general` free-form
+    ones (grpo_<n>.jsonl) beside its manifest."""
+    import random
+
+    from videosafety.data.vsb_mini import build_vsb_mini
+    from videosafety.train.builders import build_at_sft, build_grpo
+    from videosafety.train.records import write_records
+
+    build_vsb_mini(out, workers=2)
+    at = build_at_sft(out, split="train")
+    write_records(random.Random(0).sample([r for r in at if r.kind == "safety"], 12)
+                  + [r for r in at if r.kind == "general"][:4], out / "at_16.jsonl")
+    recs = build_grpo(out, split="train")
+    safety = [r for r in recs if r.problem_type == "safety" and r.video]
+    general = [r for r in recs if r.problem_type == "free_form" and r.video]
+    write_records(safety[::len(safety) // grpo_safety][:grpo_safety] + general[:grpo_general],
+                  out / f"grpo_{grpo_safety + grpo_general}.jsonl")
+    return out
+
+
 def synthetic_corpus(folder: Path, hints: list[str]) -> Path:
     """Clips for `bench build`, one per hint (a category, a sub-category, or "" for none), each
     moving its own way (no near duplicates), and their metadata CSV; returns the CSV."""

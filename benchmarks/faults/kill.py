@@ -41,21 +41,9 @@ def log(msg: str) -> None:
 
 def setup(workdir: Path) -> dict:
     """VSB-mini (with SFT and GRPO records beside it), a tiny model, a corpus of synthetic videos."""
-    from videosafety.data.vsb_mini import build_vsb_mini
     from videosafety.models.tiny import build_tiny_model, train_tokenizer
-    from videosafety.train.builders import build_at_sft, build_grpo
-    from videosafety.train.records import write_records
 
-    mini = workdir / "vsb-mini"
-    build_vsb_mini(mini, workers=2)
-    rng = random.Random(0)
-    at = build_at_sft(mini, split="train")
-    write_records(rng.sample([r for r in at if r.kind == "safety"], 12) + [r for r in at if r.kind == "general"][:4],
-                  mini / "at_16.jsonl")
-    recs = build_grpo(mini, split="train")
-    safety = [r for r in recs if r.problem_type == "safety" and r.video]
-    general = [r for r in recs if r.problem_type == "free_form" and r.video]
-    write_records(safety[::len(safety) // 6][:6] + general[:2], mini / "grpo_8.jsonl")
+    mini = h.mini_with_records(workdir / "vsb-mini", grpo_safety=6, grpo_general=2)
     model = build_tiny_model("qwen2_vl", workdir / "tiny", tokenizer=train_tokenizer(), seed=0)
 
     corpus = workdir / "corpus"

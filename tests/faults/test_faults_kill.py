@@ -12,7 +12,6 @@ so that kernels reduce in the same order."""
 from __future__ import annotations
 
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -40,21 +39,8 @@ def killed(cmd: list[str], spec: str) -> None:
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
-    """VSB-mini with 16 AT-SFT and 8 GRPO records beside its manifest."""
-    from videosafety.data.vsb_mini import build_vsb_mini
-    from videosafety.train.builders import build_at_sft, build_grpo
-    from videosafety.train.records import write_records
-
-    out = tmp_path_factory.mktemp("vsb-mini-kill")
-    build_vsb_mini(out, workers=2)
-    rng = random.Random(0)
-    at = build_at_sft(out, split="train")
-    write_records(rng.sample([r for r in at if r.kind == "safety"], 12) + [r for r in at if r.kind == "general"][:4],
-                  out / "at_16.jsonl")
-    recs = build_grpo(out, split="train")
-    safety = [r for r in recs if r.problem_type == "safety" and r.video]
-    write_records(safety[::len(safety) // 4][:4], out / "grpo_4.jsonl")
-    return out
+    """VSB-mini with 16 AT-SFT and 4 GRPO records beside its manifest."""
+    return h.mini_with_records(tmp_path_factory.mktemp("vsb-mini-kill"), grpo_safety=4)
 
 
 @pytest.fixture
