@@ -156,14 +156,8 @@ def sample_of(path: str | Path, line: int, record: dict) -> Sample:
 def iter_samples(path: str | Path) -> Iterator[Sample]:
     """Samples of a manifest; the first bad row (or repeated id) raises ManifestError naming
     file, line, field."""
-    first_line: dict[str, int] = {}
-    for line, item in iter_rows(path):
-        if isinstance(item, list):
-            raise ManifestError(item[0])
-        if item.id in first_line:
-            raise ManifestError(duplicate_id(str(resolve_manifest(path)), line, item.id, first_line[item.id]))
-        first_line[item.id] = line
-        yield item
+    for line, rec in iter_records(path):
+        yield sample_of(path, line, rec)
 
 
 def read_manifest(path: str | Path) -> list[Sample]:
