@@ -1,4 +1,4 @@
-"""VSB-mini: coverage of every cell, no train/eval leakage, determinism, clean validation,
+"""VSB-mini: coverage of every cell, no leakage between train, val and eval, determinism, clean validation,
 and the text data of all ten languages."""
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ def test_every_cell_is_filled_train_three_times_eval(mini):
         for lang in taxonomy.LANGUAGES:
             for subset in taxonomy.SUBSETS:
                 n_eval = cells[("eval", sub, lang, subset)]
-                assert n_eval >= 2
+                assert n_eval >= 2 and cells[("val", sub, lang, subset)] == n_eval
                 assert cells[("train", sub, lang, subset)] >= 3 * n_eval
-    assert len(samples) == 19 * 10 * 4 * (2 + 6)
+    assert len(samples) == 19 * 10 * 4 * (2 + 2 + 6)
 
 
 def test_no_leakage_between_splits(mini):
@@ -42,12 +42,18 @@ def test_no_leakage_between_splits(mini):
     videos = {sp: {s.video.path for s in v} for sp, v in by_split.items()}
     templates = {sp: {s.provenance["template"] for s in v} for sp, v in by_split.items()}
     queries = {sp: {s.query for s in v} for sp, v in by_split.items()}
-    assert not videos["train"] & videos["eval"]
-    assert not templates["train"] & templates["eval"]
-    # hb templates carry no slot, so an overlap in text would mean a template reused
-    assert not queries["train"] & queries["eval"]
     groups = {sp: {s.group_id for s in v} for sp, v in by_split.items()}
-    assert not groups["train"] & groups["eval"]
+    for a, b in (("train", "eval"), ("train", "val"), ("val", "eval")):
+        assert videos[a] and videos[b] and not videos[a] & videos[b], (a, b)
+        assert not templates[a] & templates[b], (a, b)
+        # hb templates carry no slot, so an overlap in text would mean a template reused
+        assert not queries[a] & queries[b], (a, b)
+        assert not groups[a] & groups[b], (a, b)
+    # nor a scene's caption: a val scene reworded from a train one would leak its cue
+    from videosafety.data.vsb_mini.build import scenes
+    captions = {sp: {sc.words for subs in scenes(sp)[0].values() for sc in subs} | {sc.words for sc in scenes(sp)[1]}
+                for sp in taxonomy.SPLITS}
+    assert not captions["val"] & (captions["train"] | captions["eval"])
 
 
 def test_labels_translations_and_references(mini):
@@ -70,7 +76,7 @@ def test_validates_clean_and_build_is_deterministic(mini, tmp_path):
     path, _ = mini
     report = validate_manifest(path)
     assert report.ok, [str(p) for p in report.problems[:5]]
-    assert report.videos_checked == 126
+    assert report.videos_checked == 126 + 19 + 3  # val: one harmful scene per sub-category, 3 safe
     again = build_vsb_mini(tmp_path, workers=1)
     assert hashlib.sha256(again.read_bytes()).digest() == hashlib.sha256(path.read_bytes()).digest()
 

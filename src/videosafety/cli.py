@@ -762,34 +762,29 @@ def serve_cmd(
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the runs, the training and the report."),
     eval_limit: int = typer.Option(None, help="Eval samples (x video, text, blank); default 240."),
+    split: str = typer.Option("eval", help="VSB-mini split the models are measured on: eval, or val to try "
+                                           "settings without looking at eval."),
 ) -> None:
     """The paper end to end at toy scale on CPU: the demo base model evaluated, stages 1-4 on
-    VSB-mini's train split, the trained model evaluated, one report comparing both."""
+    VSB-mini's train split, the model after each stage evaluated, one report comparing them."""
     from dataclasses import replace
 
-    from videosafety.demo import DemoSettings, run_demo
+    from videosafety.demo import DEMO_JUDGE, DemoSettings, format_cell, run_demo
     from videosafety.report import report_paths
 
-    settings = DemoSettings() if eval_limit is None else replace(DemoSettings(), eval_limit=eval_limit)
+    if split not in ("eval", "val"):
+        raise typer.BadParameter(f"--split must be eval or val, got {split!r}")
+    settings = replace(DemoSettings(), split=split, **({} if eval_limit is None else {"eval_limit": eval_limit}))
     result = run_demo(out, settings, log=lambda m: console.print(f"[bold]{m}[/bold]"))
-    table = Table(title="VideoSafety-R1 demo (rules judge; DSR/FRR with 95% Wilson CIs)")
+    table = Table(title=f"VideoSafety-R1 demo, after each stage ({DEMO_JUDGE} judge unless marked exact; "
+                        f"n={settings.eval_limit} {settings.split} samples per condition; 95% Wilson CIs in "
+                        f"{report_paths(result.report)['markdown'].parent / 'stages.md'})")
     cols = list(result.rows[0])
     for c in cols:
-        table.add_column(c, justify="left" if c == "model" else "right")
-
-    def cell(v) -> str:
-        if isinstance(v, dict):
-            if v.get("value") is None:
-                return "-"
-            ci = v.get("ci")
-            return f"{v['value']:.1%}" + (f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else "")
-        if isinstance(v, float):
-            return f"{v:.1%}"
-        return "-" if v is None else str(v)
-
+        table.add_column(c, justify="left" if c == "stage" else "right")
     for row in result.rows:
-        table.add_row(*(cell(row[c]) for c in cols))
-    Console(width=max(console.width, 160)).print(table)
+        table.add_row(*(format_cell(row[c], ci=False) for c in cols))
+    Console(width=max(console.width, 200)).print(table)
     console.print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
     for kind, path in report_paths(result.report).items():
         console.print(f"{kind}: {path}")

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from videosafety import tags
+from videosafety import tags, taxonomy
 from videosafety.evaluate.plan import SampleFilter
 from videosafety.evaluate.rundir import Results, judge_slug
 from videosafety.models.demo import DEMO_BUDGET
@@ -41,16 +41,29 @@ class DemoSettings:
     max_new_tokens: int = 160  # both models, greedy: room for a tagged answer
     sft_records: int = 960  # per SFT stage
     sft_batch: int = 16
+    # Longest record the SFT stages take, in tokens: VSB-mini's longest CoT record with the
+    # reasoning prompt is 563 in the demo's tokenizer (Hindi); at 512, 22 records were dropped.
+    max_length: int = 640
     cot_epochs: int = 6
     cot_lr: float = 5e-4
     grpo_prompts: int = 64
     grpo_per_step: int = 4
     grpo_generations: int = 6
     grpo_max_new_tokens: int = 192  # a tagged completion runs to ~150 tokens in some scripts
+    # Share of each stage's records whose target is a helpful answer (benign query: SafeQ, and the
+    # general safe/safe samples in AT-SFT); the rest refuse (HH, SH, HB). Drawing at random gives
+    # ~25 % (one subset in four), which teaches the tiny model to refuse whatever comes with a
+    # harmful video; the paper's AT-SFT mixture is ~40 % general safe/safe data.
+    helpful_share: float | None = 0.5  # None: draw at random from the whole split
+    # Phrase views per training sample (``phrase_views``) added to the SFT stages' pools.
+    phrase_views: int = 2
+    # A copy without the video of every HH, SH and SafeQ record (``text_views``).
+    text_views: bool = True
+    split: str = "eval"  # where both models are measured ("val" to choose settings)
     seed: int = 0
 
     def recipe(self, model: str, output_dir: Path, data: dict[str, Path]) -> dict:
-        common = {"budget": DEMO_BUDGET.model_dump(), "device": "cpu", "max_length": 512,
+        common = {"budget": DEMO_BUDGET.model_dump(), "device": "cpu", "max_length": self.max_length,
                   "per_device_batch_size": self.sft_batch, "log_every": 5}
         return {
             "model": model, "output_dir": str(output_dir), "seed": self.seed, "set": common,
@@ -85,7 +98,9 @@ def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
 
     rng = random.Random(settings.seed)
     root = manifest.parent
-    paths = {k: root / f"demo-{k}-{settings.sft_records}-{settings.grpo_prompts}-s{settings.seed}.jsonl"
+    mix = ("" if settings.helpful_share is None else f"-h{settings.helpful_share:g}") + \
+        (f"-v{settings.phrase_views}" if settings.phrase_views else "") + ("-t" if settings.text_views else "")
+    paths = {k: root / f"demo-{k}-{settings.sft_records}-{settings.grpo_prompts}{mix}-s{settings.seed}.jsonl"
              for k in ("at-sft", "cot", "grpo")}
     if all(p.exists() for p in paths.values()):
         return paths
@@ -102,46 +117,189 @@ def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
         p = tags.parse_tagged(r.solution)
         grpo.append(r.model_copy(update={"solution": tags.format_solution(_short(p.answer), p.video_label,
                                                                           p.query_label)}))
-    write_records(rng.sample(at, min(settings.sft_records, len(at))), paths["at-sft"])
-    write_records(rng.sample(cot, min(settings.sft_records, len(cot))), paths["cot"])
-    write_records(rng.sample(grpo, min(settings.grpo_prompts, len(grpo))), paths["grpo"])
+    at += phrase_views(at, manifest, settings.phrase_views, settings.seed)
+    cot += phrase_views(cot, manifest, settings.phrase_views, settings.seed)
+    if settings.text_views:
+        at, cot = at + text_views(at), cot + text_views(cot)
+    write_records(mixture(at, settings.sft_records, settings.helpful_share, rng), paths["at-sft"])
+    write_records(mixture(cot, settings.sft_records, settings.helpful_share, rng), paths["cot"])
+    write_records(mixture(grpo, settings.grpo_prompts, settings.helpful_share, rng), paths["grpo"])
     return paths
+
+
+def phrase_views(records: list, manifest: Path, views: int, seed: int) -> list:
+    """`views` copies of every safety record whose query is its sample's deciding phrase (the
+    harmful activity of HH/SH, the benign topic of SafeQ, none in HB) among random words of the
+    split's templates (``train.demo_model.distractor_query``), with the same target and labels.
+    VSB-mini has three query templates per kind in its train split: trained on them alone, a
+    tiny model keys on their wording and refuses the unseen templates of the val and eval splits,
+    benign ones included; the demo base model was trained with the same views for that reason."""
+    from videosafety.data.manifest import iter_samples
+    from videosafety.train.demo_model import distractor_query
+
+    if views <= 0:
+        return []
+    samples = {s.id: s for s in iter_samples(manifest)}
+    out = []
+    for r in records:
+        sample = samples.get((r.provenance or {}).get("sample_id"))
+        if r.kind != "safety" or sample is None:
+            continue
+        rng = random.Random(f"{seed}:{sample.id}:phrase")
+        out += [r.model_copy(update={"id": f"{r.id}-phrase{k}", "query": distractor_query(sample, rng),
+                                     "provenance": {**r.provenance, "view": "phrase"}})
+                for k in range(views)]
+    return out
+
+
+# Subsets whose query is what it is without the video (HB's query points at the video).
+_TEXT_VIEW_SUBSETS = frozenset({"HH", "SH", "SafeQ"})
+
+
+def text_views(records: list) -> list:
+    """A copy without the video of every HH, SH and SafeQ record with one: same query and answer,
+    video label 0 (nothing visual can be harmful), CoT targets' <vidType> to match. The stages
+    otherwise train with video only, and the tiny model's answers to text alone drift."""
+    out = []
+    for r in records:
+        if r.video is None or (r.provenance or {}).get("subset") not in _TEXT_VIEW_SUBSETS:
+            continue
+        update = {"id": f"{r.id}-text", "video": None, "video_label": taxonomy.SAFE,
+                  "provenance": {**r.provenance, "condition": "text"}}
+        if tags.has_tags(getattr(r, "response", "") or ""):
+            p = tags.parse_tagged(r.response)
+            update["response"] = tags.format_cot(p.think, p.answer, taxonomy.SAFE, r.query_label)
+        out.append(r.model_copy(update=update))
+    return out
+
+
+def mixture(records: list, n: int, helpful_share: float | None, rng: random.Random) -> list:
+    """n of the records, a share `helpful_share` of them with a benign query (query label 0:
+    the target helps) and the rest with a harmful one (the target refuses), each part drawn
+    without replacement, then shuffled; None draws n from all of them at random."""
+    if helpful_share is None:
+        return rng.sample(records, min(n, len(records)))
+    if not 0.0 <= helpful_share <= 1.0:
+        raise ValueError(f"helpful_share must lie in [0, 1], got {helpful_share}")
+    helpful = [r for r in records if r.query_label == taxonomy.SAFE]
+    refusing = [r for r in records if r.query_label != taxonomy.SAFE]
+    k = round(n * helpful_share)
+    if k > len(helpful) or n - k > len(refusing):
+        raise ValueError(f"cannot draw {k} helpful and {n - k} refusing records from {len(helpful)} and "
+                         f"{len(refusing)}")
+    out = rng.sample(helpful, k) + rng.sample(refusing, n - k)
+    rng.shuffle(out)
+    return out
+
+
+# How each model is asked: AT-SFT (stages 1, 2) trains on the plain query, CoT and GRPO on the
+# reasoning format, and the base model knows only the plain query.
+STAGE_INSTRUCTION: dict[str, str | None] = {"1": None, "2": None, "cot": tags.GRPO_INSTRUCTION,
+                                            "grpo": tags.GRPO_INSTRUCTION}
+STAGE_NAMES = {"base": "base model", "1": "after 1 (AT-SFT warm-up)", "2": "after 2 (AT-SFT + heads)",
+               "cot": "after 3 (CoT cold start)", "grpo": "after 4 (GRPO)"}
+# The LLM-free second check: which of the demo's fixed answers each response gives, read from the
+# <answer> block of a tagged response (judges.exact).
+SECOND_JUDGE = "exact:demo"
+
+
+def second_judge():
+    from videosafety.judges.exact import ExactAnswerJudge
+    from videosafety.judges.run import scoped
+
+    return scoped(ExactAnswerJudge("demo"), "answer")
+
+
+def run_folder(out: Path, stage: str) -> Path:
+    return out / ("eval-base" if stage == "base" else "eval-trained" if stage == "grpo" else f"eval-stage-{stage}")
 
 
 def evaluate_model(model_spec: str, manifest: Path, out: Path, settings: DemoSettings, *, progress: bool,
                    instruction: str | None = None) -> Path:
-    """Responses (video, text, blank) and the demo judge's verdicts; returns the run folder."""
+    """Responses (video, text, blank), the rules judge's verdicts and the second judge's; returns
+    the run folder."""
+    from videosafety.judges.run import judge_run
+
     evaluate(EvalRequest(model=model_spec, bench=str(manifest), budget=DEMO_BUDGET,
-                         selection=SampleFilter(split="eval", limit=settings.eval_limit),
+                         selection=SampleFilter(split=settings.split, limit=settings.eval_limit),
                          max_new_tokens=settings.max_new_tokens, batch_size=16, instruction=instruction,
                          judge=DEMO_JUDGE, report=False, out=out, device="cpu", dtype="float32"), progress=progress)
+    judge_run(out, second_judge(), progress=False)
     return out
 
 
 @dataclass
 class DemoResult:
     report: Path  # the report's folder (evaluate.rundir.report_paths names its files)
-    results: Results
+    results: Results  # the rules judge's, every model
     model: Path
-    rows: list[dict]  # the headline table
+    rows: list[dict]  # the per-stage table
     seconds: dict[str, float]
 
 
-def headline(results: Results) -> list[dict]:
-    """Per model: HH DSR by condition with CIs, the relative text->video drop, SafeQ FRR."""
+def _rate(rate) -> dict | None:
+    return rate.model_dump() if rate is not None else None
+
+
+def helpful_share(run_dir: Path, condition: str) -> dict | None:
+    """Share of SafeQ rows the second judge matched to the model's helpful answer (the demo's
+    helpfulness: its only helpful answer is a fixed sentence), with its Wilson interval."""
+    from videosafety.evaluate.rundir import RunDir
+    from videosafety.metrics import Rate
+
+    run = RunDir(run_dir)
+    safeq = {(r.sample_id, r.condition) for r in run.iter_responses(with_intentions=False)
+             if r.subset == "SafeQ" and r.condition == condition}
+    reasons = [v.reason for v in run.iter_verdicts(judge_slug(second_judge().name))
+               if (v.sample_id, v.condition) in safeq]
+    if not reasons:
+        return None
+    d = Rate(sum(reason == "helpful" for reason in reasons), len(reasons)).to_dict()
+    return {k: d[k] for k in ("value", "k", "n", "ci")}
+
+
+def headline(results: Results, second: Results | None = None, *, stages: list[str] | None = None,
+             run_dirs: list[Path] | None = None, drops: dict[str, int | None] | None = None) -> list[dict]:
+    """One row per model (per stage when `stages` names them): HH DSR by condition with CIs, the
+    relative text->video drop, SafeQ FRR by condition (rules judge, and the second judge's where
+    given), the share of helpful SafeQ answers, the records the stage dropped."""
     rows = []
-    for run in results.runs:
+    for i, run in enumerate(results.runs):
         drop = run.text_to_video("HH")
-        cell = (lambda metric, subset, condition: (rate.model_dump() if (rate := run.rate(metric, subset, condition))
-                                                   else None))
-        rows.append({
-            "model": run.model,
-            **{f"HH DSR {c}": cell("dsr", "HH", c) for c in ("video", "text", "blank")},
-            "HH drop text->video": drop.relative.value if drop else None,
-            "SafeQ FRR video": cell("frr", "SafeQ", "video"),
-            "SafeQ FRR text": cell("frr", "SafeQ", "text"),
-        })
+        row = {"model": run.model} if stages is None else {"stage": STAGE_NAMES.get(stages[i], stages[i])}
+        row.update({f"HH DSR {c}": _rate(run.rate("dsr", "HH", c)) for c in taxonomy.CONDITIONS})
+        row["HH drop text->video"] = drop.relative.value if drop else None
+        row.update({f"SafeQ FRR {c}": _rate(run.rate("frr", "SafeQ", c)) for c in taxonomy.CONDITIONS})
+        if second is not None:
+            other = second.runs[i]
+            row["HH DSR video (exact)"] = _rate(other.rate("dsr", "HH", "video"))
+            row.update({f"SafeQ FRR {c} (exact)": _rate(other.rate("frr", "SafeQ", c)) for c in taxonomy.CONDITIONS})
+        if run_dirs is not None:
+            row["SafeQ helpful video (exact)"] = helpful_share(run_dirs[i], "video")
+        if drops is not None and stages is not None:
+            row["dropped records"] = drops.get(stages[i])
+        rows.append(row)
     return rows
+
+
+def format_cell(v, *, ci: bool = True) -> str:
+    """A table cell: a rate as a percentage (with its 95 % interval), a drop as a percentage."""
+    if isinstance(v, dict):
+        if v.get("value") is None:
+            return "-"
+        interval = v.get("ci") if ci else None
+        return f"{v['value']:.1%}" + (f" [{interval[0]:.0%}, {interval[1]:.0%}]" if interval else "")
+    if isinstance(v, float):
+        return f"{v:.1%}"
+    return "-" if v is None else str(v)
+
+
+def table_markdown(rows: list[dict]) -> str:
+    """The per-stage table as markdown: rates as percentages with their 95 % intervals."""
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(format_cell(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, progress: bool = True,
@@ -149,7 +307,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, pr
     """Everything above; resumable: rerun to finish an interrupted demo (each part is cached)."""
     from videosafety.data.vsb_mini import default_vsb_mini
     from videosafety.models.demo import demo_model_path
-    from videosafety.train.pipeline import Recipe, run_pipeline
+    from videosafety.report.results import collect
+    from videosafety.train.pipeline import STAGE_ORDER, Recipe, run_pipeline
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,8 +321,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, pr
     seconds["data"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    log(f"1/4 evaluating the base model on {settings.eval_limit} eval samples x video, text, blank")
-    base_run = evaluate_model("demo", manifest, out / "eval-base", settings, progress=progress)
+    log(f"1/4 evaluating the base model on {settings.eval_limit} {settings.split} samples x video, text, blank")
+    runs = {"base": evaluate_model("demo", manifest, run_folder(out, "base"), settings, progress=progress)}
     seconds["eval base"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -173,17 +332,28 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, pr
     seconds["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    log("3/4 evaluating the trained model the same way")
-    # Each model is asked the way it is used: the base with the plain query, VideoSafety-R1 with
-    # the reasoning format it was trained to answer in (the judge reads the whole response, its
-    # reasoning block included: judges.run, --judge-scope).
-    trained_run = evaluate_model(f"hf:{final}", manifest, out / "eval-trained", settings, progress=progress,
-                           instruction=tags.GRPO_INSTRUCTION)
-    seconds["eval trained"] = time.perf_counter() - t
+    log("3/4 evaluating the model after each stage the same way")
+    # Each model is asked the way it is used (STAGE_INSTRUCTION); the judge reads the whole
+    # response, its reasoning block included (judges.run, --judge-scope), the second judge the
+    # answer block.
+    drops: dict[str, int | None] = {"base": None}
+    for stage in STAGE_ORDER:
+        stage_dir = out / "train" / f"stage-{stage}"
+        runs[stage] = evaluate_model(f"hf:{stage_dir / 'final'}", manifest, run_folder(out, stage), settings,
+                                     progress=progress, instruction=STAGE_INSTRUCTION[stage])
+        drops[stage] = json.loads((stage_dir / "stage_done.json").read_text()).get("dropped")
+    seconds["eval stages"] = time.perf_counter() - t
 
     log("4/4 report")
-    results = write_report([base_run, trained_run], out / "report", judge=judge_slug(DEMO_JUDGE))
-    rows = headline(results)
+    run_dirs = list(runs.values())
+    results = write_report(run_dirs, out / "report", judge=judge_slug(DEMO_JUDGE))
+    second, _ = collect(run_dirs, judge_slug(second_judge().name))
+    rows = headline(results, second, stages=list(runs), run_dirs=run_dirs, drops=drops)
     (out / "demo_summary.json").write_text(json.dumps({"rows": rows, "seconds": seconds,
                                                        "settings": asdict(settings)}, indent=2) + "\n")
+    (out / "report" / "stages.md").write_text(
+        f"# VideoSafety-R1 demo: the model after each stage\n\nVSB-mini {settings.split} split, "
+        f"{settings.eval_limit} samples x 3 conditions; judges: {DEMO_JUDGE} and {second_judge().name} "
+        f"(the demo's fixed answers matched exactly); 95 % Wilson intervals.\n\n" + table_markdown(rows),
+        encoding="utf-8")
     return DemoResult(out / "report", results, final, rows, seconds)

@@ -79,7 +79,7 @@ class Sample(BaseModel):
 
     id: str = Field(min_length=1)
     group_id: str = Field(min_length=1)  # ties translations of one query together
-    split: Literal["train", "eval"]
+    split: Literal["train", "val", "eval"]
     subset: Literal["HH", "SH", "HB", "SafeQ"]
     category: str
     subcategory: str

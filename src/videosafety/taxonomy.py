@@ -110,7 +110,8 @@ HARMFUL_REQUEST_SUBSETS: Final[frozenset[str]] = frozenset({"HH", "SH", "HB"})
 # so a rubric without the harmful intention judges a benign request. Judges that read the
 # intention refuse these rows when it is missing (judges.run).
 INTENTION_REQUIRED_SUBSETS: Final[frozenset[str]] = frozenset({"HB"})
-SPLITS: Final[tuple[str, ...]] = ("train", "eval")
+# val: for choosing training settings (VSB-mini has one); results are reported on eval.
+SPLITS: Final[tuple[str, ...]] = ("train", "val", "eval")
 
 # Input conditions of the evaluation (spec §2.1).
 CONDITIONS: Final[tuple[str, ...]] = ("video", "text", "blank")

@@ -57,7 +57,7 @@ from videosafety.models.base import ModelInput
 from videosafety.train.config import TrainConfig
 from videosafety.train.data import EpochSampler, record_input
 from videosafety.train.lora import adapters_disabled, add_lora
-from videosafety.train.loop import FINAL_DIR, Chunk, finish_run, train_loop
+from videosafety.train.loop import FINAL_DIR, Chunk, DropTally, drop_summary, finish_run, train_loop
 from videosafety.train.records import GRPORecord, read_records
 from videosafety.train.trainer import (
     load_for_stage,
@@ -346,6 +346,7 @@ class GRPOTrainer:
         self.progress = progress
         self.callbacks = list(callbacks)
         self.dropped = 0  # prompts whose video could not be read (on_bad_video: drop)
+        self.drops = DropTally()
 
     # -- setup
     def setup(self) -> None:
@@ -416,6 +417,7 @@ class GRPOTrainer:
                 if self.cfg.on_bad_video == "error":
                     raise RuntimeError(f"record {record.id!r}: {e}") from e
                 self.dropped += 1
+                self.drops.add(record.id, "bad_video")
                 continue
             kept.append(record)
             inputs.append(inp)
@@ -650,8 +652,9 @@ class GRPOTrainer:
         finally:
             self.visual_check.close()
         if finished:
+            reasons, times = self.drops.gathered(self.accelerator)
             finish_run(self.accelerator, out, self.trainable, self.unwrapped, self.llm.processor,
-                       note=f"dropped {self.dropped} prompt(s) with bad videos" if self.dropped else None)
+                       drops=drop_summary("grpo", reasons, times, len(self.records), unit="prompt"))
         return out / FINAL_DIR
 
 

@@ -37,6 +37,7 @@ CHECKPOINT_DIR = "checkpoints"
 FINAL_DIR = "final"
 STATE_FILE = "trainer_state.json"
 LOG_FILE = "train_log.jsonl"
+DROPS_FILE = "dropped.json"  # what the stage left out of training, written at its end
 
 Data = TypeVar("Data")
 
@@ -204,17 +205,60 @@ def trim_step_log(path: Path, step: int) -> None:
 
 # ---------------------------------------------------------------- the end of a stage
 
-def finish_run(accelerator, out: Path, trainable, model, processor, *, note: str | None = None) -> Path:
+class DropTally:
+    """The records a stage could not train on (too long, unreadable video): each record once,
+    with its reason, and how many times it came up (a too-long record comes up every epoch).
+    Counted since the process started: after a resume, drops before the checkpoint are not
+    recounted unless their records come up again."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, str] = {}
+        self.times = 0
+
+    def add(self, record_id: str, reason: str) -> None:
+        self.reasons.setdefault(record_id, reason)
+        self.times += 1
+
+    def gathered(self, accelerator) -> tuple[dict[str, str], int]:
+        """Every rank's drops together (a collective: all ranks call it)."""
+        if accelerator.num_processes == 1:
+            return dict(self.reasons), self.times
+        from accelerate.utils import gather_object
+
+        reasons: dict[str, str] = {}
+        times = 0
+        for part_reasons, part_times in gather_object([(self.reasons, self.times)]):
+            reasons.update(part_reasons)
+            times += part_times
+        return reasons, times
+
+
+def drop_summary(stage: str, reasons: dict[str, str], times: int, of: int, unit: str = "record") -> dict:
+    """The stage's drops as written to DROPS_FILE; `line` is what the stage prints."""
+    by_reason: dict[str, int] = {}
+    for reason in reasons.values():
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    if reasons:
+        line = (f"stage {stage}: dropped {len(reasons)} of {of} {unit}(s) ("
+                + ", ".join(f"{r} {n}" for r, n in sorted(by_reason.items())) + f"; {times} time(s) in all)")
+    else:
+        line = f"stage {stage}: dropped none of {of} {unit}(s)"
+    return {"stage": stage, "of": of, "dropped": len(reasons), "times": times, "by_reason": by_reason,
+            "records": dict(sorted(reasons.items())), "line": line}
+
+def finish_run(accelerator, out: Path, trainable, model, processor, *, drops: dict | None = None) -> Path:
     """The end of a stage: every rank records a fingerprint of its trainable weights (equal files
     prove the ranks stayed in lock-step: data-parallel runs must end with identical replicas),
-    then the main process saves the final model."""
+    then the main process saves the final model, writes `drops` (drop_summary) to DROPS_FILE and
+    prints its line."""
     out.mkdir(parents=True, exist_ok=True)
+    if drops is not None and accelerator.is_main_process:
+        (out / DROPS_FILE).write_text(json.dumps(drops, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        accelerator.print(drops["line"])
     (out / f"weights_rank{accelerator.process_index}.sha256").write_text(weights_fingerprint(trainable) + "\n")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_model(model, processor, out / FINAL_DIR)
-        if note:
-            accelerator.print(note)
     accelerator.wait_for_everyone()
     return out / FINAL_DIR
 

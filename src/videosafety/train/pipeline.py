@@ -122,6 +122,7 @@ def run_pipeline(recipe: Recipe, *, progress: bool = True,
     """Run the recipe's stages in order; returns the last stage's final model."""
     from videosafety.train.config import load_config
     from videosafety.configs import resolve_config
+    from videosafety.train.loop import DROPS_FILE
 
     out = Path(recipe.output_dir)
     model = recipe.model
@@ -143,8 +144,11 @@ def run_pipeline(recipe: Recipe, *, progress: bool = True,
         log(f"stage {stage}: {model} on {data} -> {stage_dir}")
         t0 = time.perf_counter()
         final = run_stage(cfg, progress=progress)
+        drops_file = stage_dir / DROPS_FILE
+        drops = json.loads(drops_file.read_text(encoding="utf-8")) if drops_file.exists() else None
         done.write_text(json.dumps({"stage": stage, "final": str(final), "model": model, "data": str(data),
-                                    "seconds": round(time.perf_counter() - t0, 1)}, indent=2) + "\n")
+                                    "seconds": round(time.perf_counter() - t0, 1),
+                                    "dropped": None if drops is None else drops["dropped"]}, indent=2) + "\n")
         model = str(final)
     if final is None:
         raise ValueError("the recipe has no stages")

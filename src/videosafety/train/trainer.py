@@ -37,7 +37,7 @@ from videosafety.models.hf import HFVideoLLM
 from videosafety.train.config import TrainConfig
 from videosafety.train.data import AlarmSpec, Batch, EpochSampler, ExampleBuilder, RecordDataset, collate
 from videosafety.train.lora import add_lora, lora_parameters
-from videosafety.train.loop import FINAL_DIR, LOG_FILE, Chunk, finish_run, train_loop
+from videosafety.train.loop import FINAL_DIR, Chunk, DropTally, drop_summary, finish_run, train_loop
 from videosafety.train.loss import at_sft_loss, supervised_token_count
 from videosafety.train.records import CoTRecord, SFTRecord, read_records
 
@@ -187,6 +187,7 @@ class SFTTrainer:
         self.cfg = cfg
         self.progress = progress
         self.dropped = 0  # samples dropped so far (too long, bad video)
+        self.drops = DropTally()
 
     # -- setup
     def setup(self) -> None:
@@ -209,6 +210,7 @@ class SFTTrainer:
         self.trainable = [param for group in param_groups for param in group["params"]]
 
         records = read_records(cfg.data, CoTRecord if cfg.stage == "cot" else SFTRecord)
+        self.num_records = len(records)
         builder = ExampleBuilder(self.llm, root=Path(cfg.data).parent, budget=cfg.budget, max_length=cfg.max_length,
                                  alarm=loaded.alarm, on_truncation=cfg.on_truncation, on_bad_video=cfg.on_bad_video,
                                  instruction=cfg.instruction)
@@ -252,6 +254,9 @@ class SFTTrainer:
             sum(supervised_token_count(batch.tensors["labels"]) for batch in micro_batches if batch.size),
             sum(batch.size for batch in micro_batches), sum(len(batch.dropped) for batch in micro_batches)], torch.long)
         self.dropped += dropped
+        for batch in micro_batches:
+            for d in batch.dropped:
+                self.drops.add(d.record_id, d.reason)
         if tokens == 0:
             return None
         loss = ce = bce_video = bce_query = 0.0
@@ -307,9 +312,9 @@ class SFTTrainer:
         out = Path(self.cfg.output_dir)
         if train_loop(self, desc=f"stage {self.cfg.stage}", show=("loss", "video_acc", "query_acc"),
                       progress=self.progress, stop_after_steps=stop_after_steps):
-            note = f"dropped {self.dropped} sample(s) (too long or bad video): see {out / LOG_FILE}"
+            reasons, times = self.drops.gathered(self.accelerator)
             finish_run(self.accelerator, out, self.trainable, self.accelerator.unwrap_model(self.model),
-                       self.llm.processor, note=note if self.dropped else None)
+                       self.llm.processor, drops=drop_summary(self.cfg.stage, reasons, times, self.num_records))
         return out / FINAL_DIR
 
 

@@ -3,8 +3,10 @@ manifest in the real format.
 
 Pairing (per sub-category, language and subset):
 - eval: 2 samples, from the eval query templates and the eval scenes;
+- val: 2 samples, from the val templates and the val scenes (for choosing training settings
+  without looking at eval);
 - train: 6 samples, from the train templates and the train scenes.
-Eval and train share neither a video scene nor a query template, so nothing leaks.
+No two splits share a video scene or a query template, so nothing leaks.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from videosafety.data.vsb_mini.text import SOURCE_LANGUAGE, load_texts
 from videosafety.schema import Sample, VideoRef
 from videosafety.workers import process_pool
 
-VSB_MINI_VERSION = "1"
-SAMPLES_PER_CELL = {"eval": 2, "train": 6}
+VSB_MINI_VERSION = "2"  # 2: the val split
+SAMPLES_PER_CELL = {"train": 6, "val": 2, "eval": 2}
 VIDEO_DIR = "videos"
 # Which template list each subset's query comes from, and which reference answers it.
 _QUERY_KIND = {"HH": "harmful", "SH": "harmful", "HB": "hb", "SafeQ": "safeq"}
@@ -41,6 +43,10 @@ def _scene_data() -> dict:
 def scenes(split: str) -> tuple[dict[str, list[Scene]], list[Scene]]:
     """(harmful scenes per sub-category, safe scenes) of one split."""
     data = _scene_data()
+    if split == "val":  # a section of its own, keyed apart from the train/eval lists
+        val = data["val"]
+        harmful = {sub: [Scene(f"harm-{sub}-v0", tuple(val["harmful"][sub]), True)] for sub in taxonomy.SUBCATEGORIES}
+        return harmful, [Scene(f"safe-v{i}", tuple(words), False) for i, words in enumerate(val["safe"])]
     n_h, n_s = data["eval_scenes"]["harmful"], data["eval_scenes"]["safe"]
 
     def part(items: list, n_eval: int) -> list[tuple[int, list]]:
