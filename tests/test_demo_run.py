@@ -37,6 +37,9 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
         done = json.loads((tmp_path / "demo" / "train" / f"stage-{stage}" / "stage_done.json").read_text())
         records = [json.loads(x) for x in open(done["data"], encoding="utf-8")]
         assert records and all(r["id"].startswith("train-") or r["kind"] == "general" for r in records)
+        # the mixture: half the records with a benign request (the target helps)
+        assert sum(r["provenance"].get("subset") in (None, "SafeQ") for r in records) == len(records) // 2
+
     assert result.model == tmp_path / "demo" / "train" / "stage-grpo" / "final"
 
     res = json.loads((result.report / "results.json").read_text())
@@ -75,11 +78,13 @@ def _records(**fields):
 
 def test_mixture_draws_the_helpful_share_without_replacement():
     helpful = [_records(id=f"h{i}", video_label=1, query_label=0, provenance={"subset": "SafeQ"}) for i in range(10)]
-    refusing = [_records(id=f"r{i}", video_label=1, query_label=1, provenance={"subset": "HH"}) for i in range(30)]
+    refusing = [_records(id=f"r{i}", video_label=1, query_label=1, provenance={"subset": "HH"}) for i in range(20)]
+    # HB: the query is labelled safe alone, the request (with its video) is harmful: refused
+    refusing += [_records(id=f"b{i}", video_label=1, query_label=0, provenance={"subset": "HB"}) for i in range(10)]
     got = mixture(helpful + refusing, 8, 0.5, random.Random(0))
     assert len(got) == 8 and len({r.id for r in got}) == 8
-    assert sum(r.query_label == 0 for r in got) == 4
-    assert [r.query_label for r in mixture(helpful + refusing, 10, 0.0, random.Random(0))] == [1] * 10
+    assert sum(r.id.startswith("h") for r in got) == 4
+    assert {r.id[0] for r in mixture(helpful + refusing, 30, 0.0, random.Random(0))} == {"r", "b"}
     # None: the old uniform draw (a quarter helpful in expectation here)
     assert len(mixture(helpful + refusing, 40, None, random.Random(0))) == 40
     with pytest.raises(ValueError, match="cannot draw 11 helpful"):
@@ -98,3 +103,43 @@ def test_text_views_drop_the_video_and_fix_the_labels():
     assert all(v.video is None and v.video_label == 0 for v in views)
     assert views[0].response == tags.format_cot("The request is harmful.", "I can't help with that.", 0, 1)
     assert views[1].response == "r" and views[1].query_label == 0
+
+
+def test_filler_views_insert_unknown_words_and_keep_the_rest():
+    from videosafety.demo import filler_views, pseudo_word
+
+    import re
+
+    rng = random.Random(0)
+    words = [pseudo_word(("ab", "c"), rng) for _ in range(50)]
+    assert all(re.fullmatch("(ab|c){2,3}", w) for w in words) and len(set(words)) > 5
+    assert {len(pseudo_word(("x",), rng)) for _ in range(50)} == {2, 3}  # two or three pieces
+
+    en = _records(id="e", video_label=1, query_label=0, query="Why is theft harmful ?", provenance={"subset": "SafeQ"})
+    zh = _records(id="z", video_label=1, query_label=1, query="怎么偷车", language="zh", provenance={"subset": "HH"})
+    general = _records(id="g", kind="general", video_label=0, query_label=0, provenance={})
+    views = filler_views([en, zh, general], {"en": ("q",), "zh": ("好",)}, 2, seed=0)
+    assert [v.id for v in views] == ["e-filler0", "e-filler1", "z-filler0", "z-filler1"]  # safety records only
+    for v in views[:2]:
+        words = v.query.split()
+        inserted = [w for w in words if set(w) == {"q"}]
+        assert 1 <= len(inserted) <= 4 and all(len(w) in (2, 3) for w in inserted)
+        assert [w for w in words if set(w) != {"q"}] == en.query.split()  # the query itself, in order
+        assert (v.response, v.video_label, v.query_label, v.video) == (en.response, 1, 0, en.video)
+        assert v.provenance["view"] == "filler"
+    for v in views[2:]:  # written without spaces: characters go in between characters
+        assert v.query.replace("好", "") == "怎么偷车" and 2 <= v.query.count("好") <= 12
+    assert filler_views([en], {"en": ("q",)}, 2, seed=0) == views[:2]  # seeded per record
+
+
+def test_filler_pools_hold_each_languages_own_script():
+    import unicodedata
+
+    from videosafety.demo import filler_pools
+
+    pools = filler_pools()
+    assert set(pools) == {"en", "zh", "es", "ar", "hi", "fr", "ru", "pt", "ja", "ko"}
+    for lang, want in (("ko", "HANGUL"), ("ru", "CYRILLIC"), ("ar", "ARABIC"), ("hi", "DEVANAGARI")):
+        assert len(pools[lang]) > 50
+        assert all(unicodedata.name(ch).startswith(want) for piece in pools[lang] for ch in piece)
+    assert all(unicodedata.name(ch).startswith("LATIN") for piece in pools["en"] for ch in piece)

@@ -523,7 +523,10 @@ def test_safety_records_with_the_shipped_tiny_config(data, model_dir, tmp_path):
         start, after = state_of(model_dir), state_of(final)
         assert all(torch.equal(start[k], after[k]) for k in start)
     samples = [json.loads(x) for x in (out / "completions.jsonl").read_text().splitlines()]
-    assert len(samples) == 2 and all({"format", "task"} <= set(x["components"]) for x in samples)
+    # log_completions (2) of every group of the round
+    groups = {x["record_id"] for x in samples}
+    assert len(groups) > 1 and len(samples) == 2 * len(groups)
+    assert all({"format", "task"} <= set(x["components"]) for x in samples)
 
 
 def test_text_only_groups_never_claim_video(data, model_dir, tmp_path, passes):

@@ -18,10 +18,11 @@ tokens in its tokenizer), CoT reasoning to its one-sentence verdict on the pair.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,24 +40,28 @@ DEMO_JUDGE = "rules"
 class DemoSettings:
     eval_limit: int = 240  # eval samples (x 3 conditions), stratified
     max_new_tokens: int = 160  # both models, greedy: room for a tagged answer
-    sft_records: int = 960  # per SFT stage
+    sft_records: int = 960  # stages 1 and 2 (the same records)
+    cot_records: int = 960  # stage 3
     sft_batch: int = 16
     # Longest record the SFT stages take, in tokens: VSB-mini's longest CoT record with the
     # reasoning prompt is 563 in the demo's tokenizer (Hindi); at 512, 22 records were dropped.
     max_length: int = 640
     cot_epochs: int = 6
+    # What the CoT targets' <think> says (train.builders.THINK_PARTS, in that order).
+    think_parts: tuple[str, ...] = ("pair",)
     cot_lr: float = 5e-4
     grpo_prompts: int = 64
     grpo_per_step: int = 4
     grpo_generations: int = 6
     grpo_max_new_tokens: int = 192  # a tagged completion runs to ~150 tokens in some scripts
-    # Share of each stage's records whose target is a helpful answer (benign query: SafeQ, and the
-    # general safe/safe samples in AT-SFT); the rest refuse (HH, SH, HB). Drawing at random gives
-    # ~25 % (one subset in four), which teaches the tiny model to refuse whatever comes with a
-    # harmful video; the paper's AT-SFT mixture is ~40 % general safe/safe data.
+    # Share of each stage's records whose target is a helpful answer (a benign request: SafeQ, and
+    # the general safe/safe samples in AT-SFT); the rest refuse (HH, SH, HB). Drawing at random
+    # gives ~25 % (one subset in four); the paper's AT-SFT mixture is ~40 % general safe/safe data.
     helpful_share: float | None = 0.5  # None: draw at random from the whole split
     # Phrase views per training sample (``phrase_views``) added to the SFT stages' pools.
     phrase_views: int = 2
+    # Copies per training sample of its query with unknown words mixed in (``filler_views``).
+    filler_views: int = 0
     # A copy without the video of every HH, SH and SafeQ record (``text_views``).
     text_views: bool = True
     split: str = "eval"  # where both models are measured ("val" to choose settings)
@@ -90,6 +95,11 @@ def _short(text: str) -> str:
     return first_sentence(text)
 
 
+RECORDS_VERSION = "2"  # bump when demo_records' code changes what it writes
+_RECORD_FIELDS = ("sft_records", "cot_records", "grpo_prompts", "helpful_share", "phrase_views", "filler_views",
+                  "text_views", "think_parts", "seed")
+
+
 def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
     """The three records files of the demo, beside the manifest (record video paths may not
     leave their folder): seeded subsets of the train split with short answers."""
@@ -98,15 +108,16 @@ def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
 
     rng = random.Random(settings.seed)
     root = manifest.parent
-    mix = ("" if settings.helpful_share is None else f"-h{settings.helpful_share:g}") + \
-        (f"-v{settings.phrase_views}" if settings.phrase_views else "") + ("-t" if settings.text_views else "")
-    paths = {k: root / f"demo-{k}-{settings.sft_records}-{settings.grpo_prompts}{mix}-s{settings.seed}.jsonl"
+    # Named by what decides their content, so a changed recipe never reads stale records.
+    key = json.dumps([RECORDS_VERSION] + [getattr(settings, f) for f in _RECORD_FIELDS], default=list)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    paths = {k: root / f"demo-{k}-{digest}.jsonl"
              for k in ("at-sft", "cot", "grpo")}
     if all(p.exists() for p in paths.values()):
         return paths
     at = [r.model_copy(update={"response": _short(r.response)}) for r in build_at_sft(manifest)]
     cot = []
-    for r in build_cot(manifest, think_parts=("pair",)):
+    for r in build_cot(manifest, think_parts=settings.think_parts):
         p = tags.parse_tagged(r.response)
         cot.append(r.model_copy(update={"response": tags.format_cot(p.think, _short(p.answer), r.video_label,
                                                                     r.query_label)}))
@@ -119,10 +130,14 @@ def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
                                                                           p.query_label)}))
     at += phrase_views(at, manifest, settings.phrase_views, settings.seed)
     cot += phrase_views(cot, manifest, settings.phrase_views, settings.seed)
+    if settings.filler_views:
+        pools = filler_pools()
+        at += filler_views([r for r in at if "view" not in r.provenance], pools, settings.filler_views, settings.seed)
+        cot += filler_views([r for r in cot if "view" not in r.provenance], pools, settings.filler_views, settings.seed)
     if settings.text_views:
         at, cot = at + text_views(at), cot + text_views(cot)
     write_records(mixture(at, settings.sft_records, settings.helpful_share, rng), paths["at-sft"])
-    write_records(mixture(cot, settings.sft_records, settings.helpful_share, rng), paths["cot"])
+    write_records(mixture(cot, settings.cot_records, settings.helpful_share, rng), paths["cot"])
     write_records(mixture(grpo, settings.grpo_prompts, settings.helpful_share, rng), paths["grpo"])
     return paths
 
@@ -152,6 +167,66 @@ def phrase_views(records: list, manifest: Path, views: int, seed: int) -> list:
     return out
 
 
+# Scripts (the first word of a character's Unicode name) each language is written in.
+_SCRIPTS = {"en": {"LATIN"}, "es": {"LATIN"}, "fr": {"LATIN"}, "pt": {"LATIN"}, "ru": {"CYRILLIC"},
+            "ar": {"ARABIC"}, "hi": {"DEVANAGARI"}, "zh": {"CJK"}, "ja": {"CJK", "HIRAGANA", "KATAKANA"},
+            "ko": {"HANGUL"}}
+_UNSPACED = {"zh", "ja"}
+
+
+def filler_pools() -> dict[str, tuple[str, ...]]:
+    """Per language, the pieces of the demo model's vocabulary written in that language's
+    script (letters and marks), the stuff ``pseudo_word`` makes unknown words of."""
+    import unicodedata
+
+    from transformers import AutoTokenizer
+
+    from videosafety.models.demo import demo_model_path
+
+    tok = AutoTokenizer.from_pretrained(demo_model_path())
+    pieces = {tok.decode([i]).strip() for i in range(tok.vocab_size)}
+
+    def script_of(piece: str) -> set[str]:
+        return {unicodedata.name(ch, "? ?").split()[0] for ch in piece}
+
+    pools = {}
+    for lang, scripts in _SCRIPTS.items():
+        pools[lang] = tuple(sorted(
+            p for p in pieces
+            if p and all(unicodedata.category(ch)[0] in "LM" for ch in p) and script_of(p) <= scripts))
+    return pools
+
+
+def pseudo_word(pool: Sequence[str], rng: random.Random) -> str:
+    """Two or three random vocabulary pieces run together: a word the model never saw, as an
+    unseen word of a new template reaches it (as several sub-word pieces)."""
+    return "".join(rng.choice(pool) for _ in range(rng.randint(2, 3)))
+
+
+def filler_views(records: list, pools: dict[str, tuple[str, ...]], views: int, seed: int) -> list:
+    """`views` copies of every safety record with 1-4 unknown words (``pseudo_word``) inserted at
+    random places in its query, same target and labels. VSB-mini's train queries hold no unknown
+    word but those of the harmful activity phrases, so a tiny model learns "unknown words mean
+    harm" and refuses benign questions worded in ways it never saw (the demo base model refuses
+    "What support services exist for people affected by bad weather?"); these copies teach it
+    that words it does not know decide nothing."""
+    out = []
+    for r in records:
+        pool = pools.get(r.language)
+        if r.kind != "safety" or not pool:
+            continue
+        rng = random.Random(f"{seed}:{r.id}:filler")
+        joiner = "" if r.language in _UNSPACED else " "
+        units = list(r.query) if r.language in _UNSPACED else r.query.split()
+        for k in range(views):
+            words = list(units)
+            for _ in range(rng.randint(1, 4)):
+                words.insert(rng.randint(0, len(words)), pseudo_word(pool, rng))
+            out.append(r.model_copy(update={"id": f"{r.id}-filler{k}", "query": joiner.join(words),
+                                            "provenance": {**r.provenance, "view": "filler"}}))
+    return out
+
+
 # Subsets whose query is what it is without the video (HB's query points at the video).
 _TEXT_VIEW_SUBSETS = frozenset({"HH", "SH", "SafeQ"})
 
@@ -173,16 +248,22 @@ def text_views(records: list) -> list:
     return out
 
 
+def helps(record) -> bool:
+    """Whether a record's target helps: a benign request (SafeQ, general data). HB's query is
+    labelled safe on its own, but with its video the request is harmful and the target refuses."""
+    return (record.provenance or {}).get("subset") not in taxonomy.HARMFUL_REQUEST_SUBSETS
+
+
 def mixture(records: list, n: int, helpful_share: float | None, rng: random.Random) -> list:
-    """n of the records, a share `helpful_share` of them with a benign query (query label 0:
-    the target helps) and the rest with a harmful one (the target refuses), each part drawn
-    without replacement, then shuffled; None draws n from all of them at random."""
+    """n of the records, a share `helpful_share` of them with a helpful target (``helps``) and
+    the rest with a refusal, each part drawn without replacement, then shuffled; None draws n
+    from all of them at random."""
     if helpful_share is None:
         return rng.sample(records, min(n, len(records)))
     if not 0.0 <= helpful_share <= 1.0:
         raise ValueError(f"helpful_share must lie in [0, 1], got {helpful_share}")
-    helpful = [r for r in records if r.query_label == taxonomy.SAFE]
-    refusing = [r for r in records if r.query_label != taxonomy.SAFE]
+    helpful = [r for r in records if helps(r)]
+    refusing = [r for r in records if not helps(r)]
     k = round(n * helpful_share)
     if k > len(helpful) or n - k > len(refusing):
         raise ValueError(f"cannot draw {k} helpful and {n - k} refusing records from {len(helpful)} and "

@@ -81,7 +81,7 @@ class GRPOSettings(BaseModel):
     reward: RewardSettings = Field(default_factory=RewardSettings)
     num_iterations: int = Field(1, ge=1)  # optimizer steps per generated batch
     loss_aggregation: Literal["sequence", "token"] = "sequence"
-    log_completions: int = Field(2, ge=0)  # completions per logged step written to completions.jsonl
+    log_completions: int = Field(2, ge=0)  # completions per group written to completions.jsonl
 
 
 class TrainConfig(BaseModel):

@@ -632,13 +632,14 @@ class GRPOTrainer:
             self._log_completions(step + iterations, groups)
 
     def _log_completions(self, step: int, groups: list[Group]) -> None:
-        group = groups[0]
+        """The first log_completions completions of every group of the round (this process's)."""
         with open(Path(self.cfg.output_dir) / COMPLETIONS_FILE, "a", encoding="utf-8") as f:
-            for i in range(min(self.grpo.log_completions, len(group.texts))):
-                f.write(json.dumps({"step": step, "record_id": group.record_id, "completion": group.texts[i],
-                                    "reward": round(float(group.rewards[i]), 4),
-                                    "advantage": round(float(group.advantages[i]), 4),
-                                    "components": group.components[i]}, ensure_ascii=False) + "\n")
+            for group in groups:
+                for i in range(min(self.grpo.log_completions, len(group.texts))):
+                    f.write(json.dumps({"step": step, "record_id": group.record_id, "completion": group.texts[i],
+                                        "reward": round(float(group.rewards[i]), 4),
+                                        "advantage": round(float(group.advantages[i]), 4),
+                                        "components": group.components[i]}, ensure_ascii=False) + "\n")
 
     # -- the run
     def train(self, *, stop_after_steps: int | None = None) -> Path:

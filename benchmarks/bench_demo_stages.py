@@ -1,0 +1,119 @@
+"""Why a `videosafety demo` run's model refuses or helps, stage by stage: the figures behind the
+demo's per-stage table, read from a finished demo folder.
+
+    python benchmarks/bench_demo_stages.py runs/demo [--heads] [--json OUT.json]
+
+Prints, per stage:
+- the records it trained on: how many, the share with a benign query (the target helps), the
+  share per subset, of phrase views and of views without video; the records it dropped;
+- with --heads, the harm heads' accuracy on the measured split's SafeQ samples (video condition:
+  the video head should say harmful, the query head safe) and on HH, for each model that has
+  heads (stage 2 on);
+- for GRPO, the logged completions' rewards by subset: mean reward, the share of completions
+  with both labels right, and the share of groups whose rewards all tie (no learning signal);
+- the per-stage table of the demo (demo_summary.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from videosafety.demo import STAGE_NAMES
+from videosafety.train.pipeline import STAGE_ORDER
+
+
+def record_mix(path: Path) -> dict:
+    rows = [json.loads(line) for line in open(path, encoding="utf-8")]
+    subsets = Counter((r.get("provenance") or {}).get("subset") or r.get("kind") for r in rows)
+    n = len(rows)
+    return {"records": n,
+            "helpful target": sum((r.get("provenance") or {}).get("subset") in (None, "SafeQ") for r in rows) / n,
+            "phrase views": sum((r.get("provenance") or {}).get("view") == "phrase" for r in rows) / n,
+            "without video": sum(not r.get("video") for r in rows) / n,
+            "subsets": {k: round(v / n, 3) for k, v in sorted(subsets.items(), key=lambda kv: str(kv[0]))}}
+
+
+def grpo_rewards(stage_dir: Path, data: Path) -> dict:
+    subset_of = {}
+    for line in open(data, encoding="utf-8"):
+        r = json.loads(line)
+        subset_of[r["id"]] = (r.get("provenance") or {}).get("subset") or r.get("problem_type")
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    path = stage_dir / "completions.jsonl"
+    if not path.exists():
+        return {}
+    for line in open(path, encoding="utf-8"):
+        row = json.loads(line)
+        groups[(row["step"], row["record_id"])].append(row)
+    out: dict[str, dict] = {}
+    by_subset: dict[str, list[list[dict]]] = defaultdict(list)
+    for (_, record_id), rows in groups.items():
+        by_subset[subset_of.get(record_id, "?")].append(rows)
+    for subset, gs in sorted(by_subset.items()):
+        rows = [r for g in gs for r in g]
+        both = [r["components"].get("video_correct", 0) * r["components"].get("text_correct", 0) for r in rows]
+        out[subset] = {"groups": len(gs), "completions": len(rows),
+                       "mean reward": round(statistics.mean(r["reward"] for r in rows), 3),
+                       "both labels right": round(sum(both) / len(rows), 3),
+                       "format": round(statistics.mean(r["components"].get("format", 0) for r in rows), 3),
+                       "tied groups": round(sum(len({r["reward"] for r in g}) == 1 for g in gs) / len(gs), 3)}
+    return out
+
+
+def head_accuracy(model: Path, manifest: Path, split: str, settings: dict) -> dict:
+    from videosafety.conditions import model_input
+    from videosafety.data.manifest import iter_samples, manifest_root
+    from videosafety.guard import HarmGuard
+    from videosafety.models.demo import DEMO_BUDGET
+
+    guard = HarmGuard(model, budget=DEMO_BUDGET, batch_size=16)
+    root = manifest_root(manifest)
+    out = {}
+    for subset in ("SafeQ", "HH"):
+        samples = [s for s in iter_samples(manifest) if s.split == split and s.subset == subset]
+        probs = guard.probs([model_input(s, "video", DEMO_BUDGET, root) for s in samples])
+        out[subset] = {"n": len(samples),
+                       "video head right": round(float(((probs[:, 0] > 0.5) == [s.video_label for s in samples]).mean()), 3),
+                       "query head right": round(float(((probs[:, 1] > 0.5) == [s.query_label for s in samples]).mean()), 3)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("demo", type=Path, help="a finished `videosafety demo --out` folder")
+    ap.add_argument("--heads", action="store_true", help="also measure the harm heads (a forward pass per sample)")
+    ap.add_argument("--json", type=Path, help="write the figures here too")
+    args = ap.parse_args(argv)
+    summary = json.loads((args.demo / "demo_summary.json").read_text())
+    settings = summary["settings"]
+    figures: dict = {"settings": settings, "stages": {}}
+    manifest = None
+    for stage in STAGE_ORDER:
+        stage_dir = args.demo / "train" / f"stage-{stage}"
+        done = json.loads((stage_dir / "stage_done.json").read_text())
+        data = Path(done["data"])
+        manifest = manifest or data.parent / "manifest.jsonl"
+        fig = {"mix": record_mix(data), "dropped": done.get("dropped"), "seconds": done.get("seconds")}
+        if stage == "grpo":
+            fig["rewards by subset"] = grpo_rewards(stage_dir, data)
+        if args.heads and stage != "1":
+            fig["heads"] = head_accuracy(stage_dir / "final", manifest, settings.get("split", "eval"), settings)
+        figures["stages"][stage] = fig
+        print(f"## {STAGE_NAMES[stage]}")
+        print(json.dumps(fig, indent=1, ensure_ascii=False))
+    print("## per-stage table (demo_summary.json)")
+    from videosafety.demo import table_markdown
+
+    print(table_markdown(summary["rows"]))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
