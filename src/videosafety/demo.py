@@ -47,10 +47,11 @@ class DemoSettings:
     # reasoning prompt is 563 in the demo's tokenizer (Hindi); at 512, 22 records were dropped.
     max_length: int = 640
     cot_epochs: int = 6
-    # What the CoT targets' <think> says (train.builders.THINK_PARTS, in that order).
-    think_parts: tuple[str, ...] = ("pair",)
     cot_lr: float = 5e-4
-    grpo_prompts: int = 64
+    # 96 GRPO steps of 4 prompts: at 16 (the earlier recipe) the SafeQ prompts were all solved
+    # already (tied groups, no signal) and the false refusals with video stayed (val split).
+    grpo_prompts: int = 384
+    grpo_lr: float = 2e-5
     grpo_per_step: int = 4
     grpo_generations: int = 6
     grpo_max_new_tokens: int = 192  # a tagged completion runs to ~150 tokens in some scripts
@@ -61,7 +62,9 @@ class DemoSettings:
     # Phrase views per training sample (``phrase_views``) added to the SFT stages' pools.
     phrase_views: int = 2
     # Copies per training sample of its query with unknown words mixed in (``filler_views``).
-    filler_views: int = 0
+    filler_views: int = 2
+    # The same views among the GRPO prompts (its rewards then see wordings the SFT data has).
+    grpo_views: bool = True
     # A copy without the video of every HH, SH and SafeQ record (``text_views``).
     text_views: bool = True
     split: str = "eval"  # where both models are measured ("val" to choose settings)
@@ -82,9 +85,10 @@ class DemoSettings:
                 "cot": {"config": "tiny-cot", "data": str(data["cot"]),
                         "set": {"lr": {"llm": self.cot_lr}, "epochs": self.cot_epochs}},
                 "grpo": {"config": "tiny-grpo", "data": str(data["grpo"]),
-                         "set": {"lr": {"llm": 2e-5}, "log_every": 1, "grpo": {
+                         "set": {"lr": {"llm": self.grpo_lr}, "log_every": 1, "grpo": {
                              "num_generations": self.grpo_generations, "prompts_per_step": self.grpo_per_step,
-                             "max_new_tokens": self.grpo_max_new_tokens}}},
+                             "max_new_tokens": self.grpo_max_new_tokens,
+                             "log_completions": self.grpo_generations}}},
             },
         }
 
@@ -97,7 +101,7 @@ def _short(text: str) -> str:
 
 RECORDS_VERSION = "2"  # bump when demo_records' code changes what it writes
 _RECORD_FIELDS = ("sft_records", "cot_records", "grpo_prompts", "helpful_share", "phrase_views", "filler_views",
-                  "text_views", "think_parts", "seed")
+                  "grpo_views", "text_views", "seed")
 
 
 def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
@@ -117,7 +121,7 @@ def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
         return paths
     at = [r.model_copy(update={"response": _short(r.response)}) for r in build_at_sft(manifest)]
     cot = []
-    for r in build_cot(manifest, think_parts=settings.think_parts):
+    for r in build_cot(manifest, think_parts=("pair",)):
         p = tags.parse_tagged(r.response)
         cot.append(r.model_copy(update={"response": tags.format_cot(p.think, _short(p.answer), r.video_label,
                                                                     r.query_label)}))
@@ -128,12 +132,15 @@ def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
         p = tags.parse_tagged(r.solution)
         grpo.append(r.model_copy(update={"solution": tags.format_solution(_short(p.answer), p.video_label,
                                                                           p.query_label)}))
-    at += phrase_views(at, manifest, settings.phrase_views, settings.seed)
-    cot += phrase_views(cot, manifest, settings.phrase_views, settings.seed)
-    if settings.filler_views:
-        pools = filler_pools()
-        at += filler_views([r for r in at if "view" not in r.provenance], pools, settings.filler_views, settings.seed)
-        cot += filler_views([r for r in cot if "view" not in r.provenance], pools, settings.filler_views, settings.seed)
+    pools = filler_pools() if settings.filler_views else {}
+
+    def with_views(records: list) -> list:
+        return (records + phrase_views(records, manifest, settings.phrase_views, settings.seed)
+                + filler_views(records, pools, settings.filler_views, settings.seed))
+
+    at, cot = with_views(at), with_views(cot)
+    if settings.grpo_views:
+        grpo = with_views(grpo)
     if settings.text_views:
         at, cot = at + text_views(at), cot + text_views(cot)
     write_records(mixture(at, settings.sft_records, settings.helpful_share, rng), paths["at-sft"])
