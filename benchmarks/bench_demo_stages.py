@@ -11,13 +11,18 @@ Prints, per stage:
   heads (stage 2 on);
 - for GRPO, the logged completions' rewards by subset: mean reward, the share of completions
   with both labels right, and the share of groups whose rewards all tie (no learning signal);
-- the per-stage table of the demo (demo_summary.json).
+- the per-stage table of the demo (demo_summary.json);
+- with --probe, how the base model and the final one answer VSB-mini's SafeQ questions without
+  video, template by template (19 topics each, every language): refusals per train, val and
+  eval template, for the bare topic, and for strings of benign words it never saw. A model that
+  keys on wording refuses whole templates at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 from collections import Counter, defaultdict
@@ -83,10 +88,43 @@ def head_accuracy(model: Path, manifest: Path, split: str, settings: dict) -> di
     return out
 
 
+NOVEL = ("schools families teach young kids weather garden music travel recipe science history sports "
+         "library river mountain").split()
+
+
+def template_probe(model: str | Path, instruction: str | None) -> dict[str, dict[str, int]]:
+    """Per language: refusals (the demo's exact refusal, read from the answer block) out of 19
+    for each SafeQ template of each split, the bare topic, and English strings of novel words."""
+    from videosafety import tags, taxonomy
+    from videosafety.data.vsb_mini.text import load_texts
+    from videosafety.judges.exact import demo_answers, match_answer
+    from videosafety.models.base import GenerationSettings, ModelInput
+    from videosafety.models.demo import DEMO_BUDGET
+    from videosafety.models.hf import HFVideoLLM
+
+    llm = HFVideoLLM(model, budget=DEMO_BUDGET, batch_size=32)
+    settings = GenerationSettings(max_new_tokens=160 if instruction else 48)
+    subs = list(taxonomy.SUBCATEGORIES)
+    rng = random.Random(0)
+    out: dict[str, dict[str, int]] = {}
+    for lang, text in load_texts().items():
+        queries = {f"safeq.{split}[{i}]": [text.query("safeq", split, i, sub) for sub in subs]
+                   for split in taxonomy.SPLITS for i in range(len(text.templates["safeq"][split]))}
+        queries["bare topic"] = [text.phrases[sub]["topic"] for sub in subs]
+        if lang == "en":
+            queries["novel words"] = [" ".join(rng.sample(NOVEL, 5)) for _ in subs]
+        out[lang] = {}
+        for name, qs in queries.items():
+            answers = llm.generate([ModelInput(query=tags.with_instruction(q, instruction)) for q in qs], settings)
+            out[lang][name] = sum(match_answer(tags.user_facing(a), demo_answers(lang)) == "refuse" for a in answers)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("demo", type=Path, help="a finished `videosafety demo --out` folder")
     ap.add_argument("--heads", action="store_true", help="also measure the harm heads (a forward pass per sample)")
+    ap.add_argument("--probe", action="store_true", help="also probe the base and final models template by template")
     ap.add_argument("--json", type=Path, help="write the figures here too")
     args = ap.parse_args(argv)
     summary = json.loads((args.demo / "demo_summary.json").read_text())
@@ -106,6 +144,17 @@ def main(argv: list[str] | None = None) -> int:
         figures["stages"][stage] = fig
         print(f"## {STAGE_NAMES[stage]}")
         print(json.dumps(fig, indent=1, ensure_ascii=False))
+    if args.probe:
+        from videosafety import tags
+        from videosafety.models.demo import demo_model_path
+
+        figures["probe"] = {"base": template_probe(demo_model_path(), None),
+                            "after 4": template_probe(args.demo / "train" / "stage-grpo" / "final",
+                                                      tags.GRPO_INSTRUCTION)}
+        print("## SafeQ without video, refused of 19 per template (base -> after 4)")
+        for lang, row in figures["probe"]["base"].items():
+            after = figures["probe"]["after 4"][lang]
+            print(lang, "  ".join(f"{name} {row[name]}->{after[name]}" for name in row))
     print("## per-stage table (demo_summary.json)")
     from videosafety.demo import table_markdown
 

@@ -769,19 +769,18 @@ def demo_cmd(
     VSB-mini's train split, the model after each stage evaluated, one report comparing them."""
     from dataclasses import replace
 
-    from videosafety.demo import DEMO_JUDGE, DemoSettings, format_cell, run_demo
+    from videosafety.demo import DemoSettings, format_cell, run_demo, table_caption
     from videosafety.report import report_paths
 
     if split not in ("eval", "val"):
         raise typer.BadParameter(f"--split must be eval or val, got {split!r}")
     settings = replace(DemoSettings(), split=split, **({} if eval_limit is None else {"eval_limit": eval_limit}))
     result = run_demo(out, settings, log=lambda m: console.print(f"[bold]{m}[/bold]"))
-    table = Table(title=f"VideoSafety-R1 demo, after each stage ({DEMO_JUDGE} judge unless marked exact; "
-                        f"n={settings.eval_limit} {settings.split} samples per condition; 95% Wilson CIs in "
-                        f"{report_paths(result.report)['markdown'].parent / 'stages.md'})")
+    table = Table(title=f"VideoSafety-R1 demo after each stage: {table_caption(settings, result.rows)} "
+                        f"Intervals: {report_paths(result.report)['markdown'].parent / 'stages.md'}")
     cols = list(result.rows[0])
     for c in cols:
-        table.add_column(c, justify="left" if c == "stage" else "right")
+        table.add_column(c, justify="left" if c == "stage" else "right", no_wrap=c == "stage")
     for row in result.rows:
         table.add_row(*(format_cell(row[c], ci=False) for c in cols))
     Console(width=max(console.width, 200)).print(table)

@@ -4,12 +4,23 @@
    evaluated on VSB-mini's eval split in the video, text and blank conditions.
 2. VideoSafety-R1's four stages train it on VSB-mini's *train* split (`train.pipeline`):
    AT-SFT warm-up, AT-SFT with heads, CoT cold start, safety-guided GRPO.
-3. The trained model is evaluated on the same eval samples, the same way.
-4. One report compares both: the base model's video-induced drop, the trained model's DSR on HH,
-   with Wilson CIs, and FRR on SafeQ so over-refusal shows.
+3. The model after each stage is evaluated on the same eval samples, the way it is used
+   (``STAGE_INSTRUCTION``).
+4. One report over the five runs (rules judge), and a per-stage table (``report/stages.md``,
+   ``demo_summary.json``) with the LLM-free second judge's figures beside the rules judge's:
+   HH DSR by condition, the video-induced drop, SafeQ false refusals by condition, the share of
+   SafeQ answered helpfully, and the records each stage dropped.
 
 The eval split shares no scene and no query template with the train split (VSB-mini's
-construction, tested), so the gain is measured on data training never saw.
+construction, tested), so the gain is measured on data training never saw. The recipe's settings
+were chosen on VSB-mini's val split (``--split val``; benchmarks/RESULTS.md has the runs).
+
+The records (``demo_records``): per stage, a mixture with half the targets helpful
+(``helpful_share``), drawn from the train samples plus views of them that take away the cues a
+tiny model would otherwise key on (VSB-mini has three query templates per kind): phrase views
+(the deciding phrase among random template words), filler views (unknown words mixed into the
+query) and text views (no video). Without them the trained model refused benign questions
+worded in ways it never saw, most of all with a harmful video.
 
 Toy scale keeps it inside 20 minutes on 2 cores: subsets of the train records, and answers cut
 to their first sentence (the demo model's own answer style; VSB-mini's full references are ~160
@@ -106,7 +117,9 @@ _RECORD_FIELDS = ("sft_records", "cot_records", "grpo_prompts", "helpful_share",
 
 def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
     """The three records files of the demo, beside the manifest (record video paths may not
-    leave their folder): seeded subsets of the train split with short answers."""
+    leave their folder): seeded draws (``mixture``) from the train split's samples and their
+    views (phrase and filler views; text views for the SFT stages; the GRPO prompts get the first
+    two with ``grpo_views``), answers cut to their first sentence."""
     from videosafety.train.builders import build_at_sft, build_cot, build_grpo
     from videosafety.train.records import write_records
 
@@ -390,6 +403,15 @@ def table_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_caption(settings: DemoSettings, rows: list[dict]) -> str:
+    """What produced the per-stage table and how far to trust it."""
+    n = (rows[0].get("HH DSR video") or {}).get("n")
+    return (f"VSB-mini {settings.split} split, {settings.eval_limit} samples x 3 conditions (n = {n} per HH or "
+            f"SafeQ cell); judges: {DEMO_JUDGE} and {second_judge().name} (the demo's fixed answers matched "
+            f"exactly; no LLM); frame budget {DEMO_BUDGET.describe()}; "
+            "95 % Wilson intervals; stages 1-2 asked plainly, 3-4 in the reasoning format.")
+
+
 def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, progress: bool = True,
              log: Callable[[str], None] = print) -> DemoResult:
     """Everything above; resumable: rerun to finish an interrupted demo (each part is cached)."""
@@ -440,8 +462,6 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, pr
     (out / "demo_summary.json").write_text(json.dumps({"rows": rows, "seconds": seconds,
                                                        "settings": asdict(settings)}, indent=2) + "\n")
     (out / "report" / "stages.md").write_text(
-        f"# VideoSafety-R1 demo: the model after each stage\n\nVSB-mini {settings.split} split, "
-        f"{settings.eval_limit} samples x 3 conditions; judges: {DEMO_JUDGE} and {second_judge().name} "
-        f"(the demo's fixed answers matched exactly); 95 % Wilson intervals.\n\n" + table_markdown(rows),
-        encoding="utf-8")
+        f"# VideoSafety-R1 demo: the model after each stage\n\n{table_caption(settings, rows)}\n\n"
+        + table_markdown(rows), encoding="utf-8")
     return DemoResult(out / "report", results, final, rows, seconds)
