@@ -171,7 +171,7 @@ def bench_validate(
 @bench_app.command("info")
 def bench_info(
     path: Path = typer.Argument(..., help="Manifest file or its folder."),
-    split: str = typer.Option(None, help="Only this split (train or eval)."),
+    split: str = typer.Option(None, help="Only this split (train, val or eval)."),
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ) -> None:
     """Counts by subset x category x language."""

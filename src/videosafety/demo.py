@@ -299,12 +299,9 @@ STAGE_INSTRUCTION: dict[str, str | None] = {"1": None, "2": None, "cot": tags.GR
                                             "grpo": tags.GRPO_INSTRUCTION}
 STAGE_NAMES = {"base": "base model", "1": "after 1 (AT-SFT warm-up)", "2": "after 2 (AT-SFT + heads)",
                "cot": "after 3 (CoT cold start)", "grpo": "after 4 (GRPO)"}
-# The LLM-free second check: which of the demo's fixed answers each response gives, read from the
-# <answer> block of a tagged response (judges.exact).
-SECOND_JUDGE = "exact:demo"
-
-
 def second_judge():
+    """The LLM-free second check: which of the demo's fixed answers each response gives, read
+    from the <answer> block of a tagged response (judges.exact, judges.run.scoped)."""
     from videosafety.judges.exact import ExactAnswerJudge
     from videosafety.judges.run import scoped
 

@@ -224,7 +224,7 @@ def dataset_card(samples: list[Sample], settings: PairSettings) -> str:
         "| split | " + " | ".join(taxonomy.SUBSETS) + " | samples | videos |",
         "|---|" + "---:|" * (len(taxonomy.SUBSETS) + 2),
     ]
-    for split in taxonomy.SPLITS:
+    for split in (sp for sp in taxonomy.SPLITS if any(s.split == sp for s in samples)):
         row = [split_counts[(split, sub)] for sub in taxonomy.SUBSETS]
         head.append(f"| {split} | " + " | ".join(map(str, row)) + f" | {sum(row)} | {videos[split]} |")
     return "\n".join([*head, "", LOADING, "## Counts: subset x category x language", "", counts_tables(samples)]) + "\n"
