@@ -27,8 +27,9 @@ import statistics
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
-from videosafety.demo import STAGE_NAMES
+from videosafety.demo import STAGE_NAMES, helps
 from videosafety.train.pipeline import STAGE_ORDER
 
 
@@ -37,7 +38,7 @@ def record_mix(path: Path) -> dict:
     subsets = Counter((r.get("provenance") or {}).get("subset") or r.get("kind") for r in rows)
     n = len(rows)
     return {"records": n,
-            "helpful target": sum((r.get("provenance") or {}).get("subset") in (None, "SafeQ") for r in rows) / n,
+            "helpful target": sum(helps(SimpleNamespace(provenance=r.get("provenance"))) for r in rows) / n,
             "phrase views": sum((r.get("provenance") or {}).get("view") == "phrase" for r in rows) / n,
             "without video": sum(not r.get("video") for r in rows) / n,
             "subsets": {k: round(v / n, 3) for k, v in sorted(subsets.items(), key=lambda kv: str(kv[0]))}}
@@ -70,7 +71,7 @@ def grpo_rewards(stage_dir: Path, data: Path) -> dict:
     return out
 
 
-def head_accuracy(model: Path, manifest: Path, split: str, settings: dict) -> dict:
+def head_accuracy(model: Path, manifest: Path, split: str) -> dict:
     from videosafety.conditions import model_input
     from videosafety.data.manifest import iter_samples, manifest_root
     from videosafety.guard import HarmGuard
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if stage == "grpo":
             fig["rewards by subset"] = grpo_rewards(stage_dir, data)
         if args.heads and stage != "1":
-            fig["heads"] = head_accuracy(stage_dir / "final", manifest, settings.get("split", "eval"), settings)
+            fig["heads"] = head_accuracy(stage_dir / "final", manifest, settings.get("split", "eval"))
         figures["stages"][stage] = fig
         print(f"## {STAGE_NAMES[stage]}")
         print(json.dumps(fig, indent=1, ensure_ascii=False))

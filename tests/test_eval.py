@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from videosafety.cli import app
+from multiproc import torchrun
 
 runner = CliRunner()
 TINY_FLAGS = ["--num-frames", "4", "--max-pixels", "3136", "--max-new-tokens", "6", "--batch-size", "4", "--device", "cpu"]
@@ -156,12 +156,6 @@ def test_sigkill_then_resume_equals_uninterrupted(mini, tmp_path, tiny_model_dir
     assert len(rows(cut)) == 120
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_shard_and_merge_like_one(mini, tmp_path, tiny_model_dirs):
     model = f"hf:{tiny_model_dirs['qwen2_vl']}"
     common = ["eval", "--bench", str(mini), "--model", model, "--limit", "24", *TINY_FLAGS]
@@ -169,10 +163,7 @@ def test_two_processes_shard_and_merge_like_one(mini, tmp_path, tiny_model_dirs)
     r = runner.invoke(app, [*common, "--out", str(one)])
     assert r.exit_code == 0, r.output
     two = tmp_path / "two"
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "videosafety", *common, "--out", str(two)]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    p = torchrun(["-m", "videosafety", *common, "--out", str(two)])
     assert p.returncode == 0, p.stderr[-3000:]
     assert json.loads((two / "run.json").read_text())["processes"] == 2
     assert comparable(rows(two)) == comparable(rows(one))

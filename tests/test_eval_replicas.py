@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from videosafety.cli import app
 from videosafety.models.base import FailedResponse, GenerationSettings, ModelInput
 from videosafety.models.openai_api import OpenAIVideoLLM
 from videosafety.models.spec import load_model
+from multiproc import free_port, torchrun
 
 runner = CliRunner()
 GREEDY = GenerationSettings(max_new_tokens=8)
@@ -54,12 +54,6 @@ def servers():
         srv.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_replicas_take_requests_in_turn_and_cover_a_dead_one(servers):
     a, b = servers(Counting("a")), servers(Counting("b"))
     llm = OpenAIVideoLLM("m", [a.url, b.url], max_retries=0)
@@ -69,7 +63,7 @@ def test_replicas_take_requests_in_turn_and_cover_a_dead_one(servers):
     assert out == ["a:q0", "b:q1", "a:q2", "b:q3", "a:q4", "b:q5"]  # in turn, across calls
     assert (a.model.seen, b.model.seen) == (3, 3)
 
-    dead = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     llm = OpenAIVideoLLM("m", [dead, a.url], max_retries=1, backoff=0.0)
     out = llm.generate([ModelInput(f"r{i}") for i in range(4)], GREEDY)
     assert out == [f"a:r{i}" for i in range(4)]  # each row that met the dead server was retried on the live one
@@ -104,7 +98,7 @@ def mini(tmp_path_factory):
 
 
 def _serve(model_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "videosafety", "serve", "--model", f"hf:{model_dir}", "--model-name", "tiny",
            "--port", str(port), "--device", "cpu", "--max-pixels", "3136"]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -149,10 +143,7 @@ def test_two_processes_two_servers_one_run_folder(mini, tmp_path, tiny_model_dir
         assert min(first) > 0 and sum(first) == len(_rows(one))
 
         two = tmp_path / "two"
-        env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(_free_port()), "-m", "videosafety", *common, "--out", str(two)]
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        p = torchrun(["-m", "videosafety", *common, "--out", str(two)])
         assert p.returncode == 0, p.stderr[-3000:]
         assert json.loads((two / "run.json").read_text())["processes"] == 2
         a, b = _rows(one), _rows(two)

@@ -13,10 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +34,7 @@ from videosafety.train.grpo import (
     vision_modules,
 )
 from videosafety.train.records import write_records
+from multiproc import torchrun
 
 
 # ================================================================ pure parts, by hand
@@ -632,22 +629,13 @@ run_grpo(load_config(resolve_config("tiny-grpo"), overrides, model=model, data=d
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_data_parallel_stays_in_lock_step(data, model_dir, tmp_path):
     """torchrun, 2 CPU processes (gloo): one prompt per process per step, each process rewards
     its own group, gradients summed: both ranks end with identical weights."""
     script = tmp_path / "run_grpo.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(script), str(model_dir), str(data / "video_ascii_8.jsonl"),
-           str(tmp_path / "ddp"), "max_steps=2", *(f"{k}={v}" for k, v in SMALL.items())]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    r = torchrun([str(script), str(model_dir), str(data / "video_ascii_8.jsonl"), str(tmp_path / "ddp"),
+                  "max_steps=2", *(f"{k}={v}" for k, v in SMALL.items())], timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     fp = [(tmp_path / "ddp" / f"weights_rank{i}.sha256").read_text() for i in (0, 1)]
     assert fp[0] == fp[1]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from videosafety.judges.rules import (COMPLIANCE_PHRASES, READ_CHARS, REFUSAL_PH
 from videosafety.judges.run import judge_run, judge_slug, read_verdicts, verdict_path
 from videosafety.judges.spec import FORMS, JudgeSpecError, load_judge, parse_judge_spec
 from videosafety.models.reference import COMPLIANCE, REFUSAL
+from multiproc import free_port
 
 
 def item(response, subset="HH", language="en", sample_id="s1", condition="video", query="a query",
@@ -426,17 +426,11 @@ def test_rubric_judge_garbage_is_unparsed_after_one_retry(run_copy):
         assert "unparsed after one retry" in v["reason"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_rubric_judge_server_down_then_up(run_copy):
     from videosafety.serve import BackgroundServer, create_app
 
     run = run_copy("refuse-all")
-    port = _free_port()
+    port = free_port()
     judge = load_judge(f"llm:openai:judge@http://127.0.0.1:{port}/v1", openai={"max_retries": 0, "timeout": 5})
     s = judge_run(run, judge, progress=False)
     assert s.judged == 0 and s.not_reached == s.judgeable == 72 and s.coverage == 0.0

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +16,7 @@ from videosafety.configs import resolve_config
 from videosafety.models.alarm import VISUAL_ALARM, AlarmModel, is_alarm_checkpoint
 from videosafety.train.config import load_config
 from videosafety.train.records import write_records
+from multiproc import torchrun
 
 
 @pytest.fixture(scope="module")
@@ -130,23 +127,14 @@ def test_resume_reaches_the_uninterrupted_weights(records, model_dir, tmp_path):
     assert timeless(tmp_path / "b") == timeless(tmp_path / "a")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_data_parallel_matches_one_process(records, model_dir, tmp_path):
     """torchrun with 2 CPU processes (what accelerate launch runs on GPUs): both ranks end with
     identical weights, equal to a 1-process run over the same global batches."""
     from videosafety.train.trainer import run_training
 
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "videosafety", "train", "sft", "--stage", "2",
-           "--config", "tiny-stage2", "--model", str(model_dir), "--data", str(records / "at_16.jsonl"),
-           "--out", str(tmp_path / "ddp"), "--set", "per_device_batch_size=2", "--set", "epochs=2"]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    r = torchrun(["-m", "videosafety", "train", "sft", "--stage", "2", "--config", "tiny-stage2", "--model",
+                  str(model_dir), "--data", str(records / "at_16.jsonl"), "--out", str(tmp_path / "ddp"),
+                  "--set", "per_device_batch_size=2", "--set", "epochs=2"], timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     fp = [(tmp_path / "ddp" / f"weights_rank{i}.sha256").read_text() for i in (0, 1)]
     assert fp[0] == fp[1]

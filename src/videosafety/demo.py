@@ -120,6 +120,7 @@ def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
     leave their folder): seeded draws (``mixture``) from the train split's samples and their
     views (phrase and filler views; text views for the SFT stages; the GRPO prompts get the first
     two with ``grpo_views``), answers cut to their first sentence."""
+    from videosafety.data.manifest import iter_samples
     from videosafety.train.builders import build_at_sft, build_cot, build_grpo
     from videosafety.train.records import write_records
 
@@ -146,9 +147,10 @@ def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
         grpo.append(r.model_copy(update={"solution": tags.format_solution(_short(p.answer), p.video_label,
                                                                           p.query_label)}))
     pools = filler_pools() if settings.filler_views else {}
+    samples = {s.id: s for s in iter_samples(manifest)} if settings.phrase_views else {}
 
     def with_views(records: list) -> list:
-        return (records + phrase_views(records, manifest, settings.phrase_views, settings.seed)
+        return (records + phrase_views(records, samples, settings.phrase_views, settings.seed)
                 + filler_views(records, pools, settings.filler_views, settings.seed))
 
     at, cot = with_views(at), with_views(cot)
@@ -162,19 +164,18 @@ def demo_records(manifest: Path, settings: DemoSettings) -> dict[str, Path]:
     return paths
 
 
-def phrase_views(records: list, manifest: Path, views: int, seed: int) -> list:
+def phrase_views(records: list, samples: dict, views: int, seed: int) -> list:
     """`views` copies of every safety record whose query is its sample's deciding phrase (the
     harmful activity of HH/SH, the benign topic of SafeQ, none in HB) among random words of the
     split's templates (``train.demo_model.distractor_query``), with the same target and labels.
     VSB-mini has three query templates per kind in its train split: trained on them alone, a
     tiny model keys on their wording and refuses the unseen templates of the val and eval splits,
-    benign ones included; the demo base model was trained with the same views for that reason."""
-    from videosafety.data.manifest import iter_samples
+    benign ones included; the demo base model was trained with the same views for that reason.
+    `samples`: the manifest's samples by id."""
     from videosafety.train.demo_model import distractor_query
 
     if views <= 0:
         return []
-    samples = {s.id: s for s in iter_samples(manifest)}
     out = []
     for r in records:
         sample = samples.get((r.provenance or {}).get("sample_id"))
@@ -339,7 +340,7 @@ def _rate(rate) -> dict | None:
     return rate.model_dump() if rate is not None else None
 
 
-def helpful_share(run_dir: Path, condition: str) -> dict | None:
+def helpful_answers(run_dir: Path, condition: str) -> dict | None:
     """Share of SafeQ rows the second judge matched to the model's helpful answer (the demo's
     helpfulness: its only helpful answer is a fixed sentence), with its Wilson interval."""
     from videosafety.evaluate.rundir import RunDir
@@ -356,26 +357,22 @@ def helpful_share(run_dir: Path, condition: str) -> dict | None:
     return {k: d[k] for k in ("value", "k", "n", "ci")}
 
 
-def headline(results: Results, second: Results | None = None, *, stages: list[str] | None = None,
-             run_dirs: list[Path] | None = None, drops: dict[str, int | None] | None = None) -> list[dict]:
-    """One row per model (per stage when `stages` names them): HH DSR by condition with CIs, the
-    relative text->video drop, SafeQ FRR by condition (rules judge, and the second judge's where
-    given), the share of helpful SafeQ answers, the records the stage dropped."""
+def headline(results: Results, second: Results, stages: list[str], run_dirs: list[Path],
+             drops: dict[str, int | None]) -> list[dict]:
+    """One row per stage's model (the runs in `stages`' order): HH DSR by condition with CIs, the
+    relative text->video drop, SafeQ FRR by condition (rules judge, then the second judge's), the
+    share of helpful SafeQ answers with video, the records the stage dropped."""
     rows = []
-    for i, run in enumerate(results.runs):
+    for run, other, stage, run_dir in zip(results.runs, second.runs, stages, run_dirs, strict=True):
         drop = run.text_to_video("HH")
-        row = {"model": run.model} if stages is None else {"stage": STAGE_NAMES.get(stages[i], stages[i])}
+        row = {"stage": STAGE_NAMES[stage]}
         row.update({f"HH DSR {c}": _rate(run.rate("dsr", "HH", c)) for c in taxonomy.CONDITIONS})
         row["HH drop text->video"] = drop.relative.value if drop else None
         row.update({f"SafeQ FRR {c}": _rate(run.rate("frr", "SafeQ", c)) for c in taxonomy.CONDITIONS})
-        if second is not None:
-            other = second.runs[i]
-            row["HH DSR video (exact)"] = _rate(other.rate("dsr", "HH", "video"))
-            row.update({f"SafeQ FRR {c} (exact)": _rate(other.rate("frr", "SafeQ", c)) for c in taxonomy.CONDITIONS})
-        if run_dirs is not None:
-            row["SafeQ helpful video (exact)"] = helpful_share(run_dirs[i], "video")
-        if drops is not None and stages is not None:
-            row["dropped records"] = drops.get(stages[i])
+        row["HH DSR video (exact)"] = _rate(other.rate("dsr", "HH", "video"))
+        row.update({f"SafeQ FRR {c} (exact)": _rate(other.rate("frr", "SafeQ", c)) for c in taxonomy.CONDITIONS})
+        row["SafeQ helpful video (exact)"] = helpful_answers(run_dir, "video")
+        row["dropped records"] = drops.get(stage)
         rows.append(row)
     return rows
 
@@ -455,7 +452,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, pr
     run_dirs = list(runs.values())
     results = write_report(run_dirs, out / "report", judge=judge_slug(DEMO_JUDGE))
     second, _ = collect(run_dirs, judge_slug(second_judge().name))
-    rows = headline(results, second, stages=list(runs), run_dirs=run_dirs, drops=drops)
+    rows = headline(results, second, list(runs), run_dirs, drops)
     (out / "demo_summary.json").write_text(json.dumps({"rows": rows, "seconds": seconds,
                                                        "settings": asdict(settings)}, indent=2) + "\n")
     (out / "report" / "stages.md").write_text(
